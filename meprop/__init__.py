@@ -1,0 +1,18 @@
+"""meProp: sparsified back propagation (Sun et al., "meProp: Sparsified Back Propagation for
+Accelerated Deep Learning with Reduced Overfitting", ICML 2017)."""
+
+from meprop.functional import PerExampleLinear, UnifiedLinear, linear
+from meprop.nn import Linear
+from meprop.stats import BackwardRecord, rows_touched, stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackwardRecord",
+    "Linear",
+    "PerExampleLinear",
+    "UnifiedLinear",
+    "linear",
+    "rows_touched",
+    "stats",
+]

@@ -1,0 +1,156 @@
+"""meProp linear: ordinary forward, top-k sparsified backward (Sun et al., ICML 2017).
+
+With ``dY`` the output gradient flattened to ``[batch, out]`` and ``M`` the mask of kept entries:
+
+    grad_input  = (M * dY) @ W          [batch, in]
+    grad_weight = (M * dY)^T @ X        [out, in]   (only the selected rows are non-zero)
+    grad_bias   = dY.sum(0)             [out]       (the full gradient, as the authors' code does)
+
+The bias is the one exception to "only k units are updated": it is cheap (O(batch * out)) and
+the reference implementation (lancopku/meProp) also gives it the unmasked gradient.
+
+Two autograd Functions, one per mode:
+
+* per example: each row keeps its own k entries. The masked gradient is never built; both
+  products are gathers over the kept entries done by ``embedding_bag`` (a weighted sum of
+  gathered rows), which has fast kernels on CPU and CUDA: grad_input sums k rows of W per
+  example; grad_weight sums, for each output row, the input rows of the examples that kept it.
+* unified: one set of k columns for the whole minibatch, so both products are small dense
+  matmuls over those k columns, and only those k rows of grad_weight are written.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from meprop.selection import (
+    check_k,
+    check_mode,
+    check_selection,
+    is_dense,
+    per_example_indices,
+    unified_indices,
+)
+
+
+def _compute_dtypes(grad_output, input, weight):
+    """Under autocast the saved tensors and dY can differ in dtype; compute in dY's dtype."""
+    dtype = grad_output.dtype
+    return input.to(dtype), weight.to(dtype)
+
+
+class PerExampleLinear(torch.autograd.Function):
+    """meProp linear keeping the top-k (or random k) entries of each row of dY."""
+
+    @staticmethod
+    def forward(input, weight, bias, k, selection, record):
+        return F.linear(input, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias, k, selection, record = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.k, ctx.selection, ctx.record = k, selection, record
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        input_c, weight_c = _compute_dtypes(grad_output, input, weight)
+        out_features, k = weight.shape[0], ctx.k
+
+        indices = per_example_indices(grad_output, k, ctx.selection)  # [batch, k]
+        values = grad_output.gather(1, indices)  # [batch, k]
+
+        grad_input = grad_weight = grad_bias = None
+        if need_input:
+            # Row b of grad_input = sum_j values[b, j] * W[indices[b, j]].
+            grad_input = F.embedding_bag(indices, weight_c, per_sample_weights=values, mode="sum")
+            grad_input = grad_input.to(input.dtype)
+        flat_rows = indices.reshape(-1)
+        rows_sorted, order = torch.sort(flat_rows, stable=True)
+        counts = torch.bincount(rows_sorted, minlength=out_features)
+        if need_weight:
+            # Group kept entries by output row; each group is a weighted sum of input rows.
+            offsets = torch.zeros_like(counts)
+            torch.cumsum(counts[:-1], dim=0, out=offsets[1:])
+            examples = torch.div(order, k, rounding_mode="floor")
+            grad_weight = F.embedding_bag(
+                examples, input_c, offsets, per_sample_weights=values.reshape(-1)[order], mode="sum"
+            ).to(weight.dtype)
+        if need_bias:
+            grad_bias = grad_output.sum(0)
+        if ctx.record is not None:
+            ctx.record.touched = (counts > 0).sum()
+        return grad_input, grad_weight, grad_bias, None, None, None
+
+
+class UnifiedLinear(torch.autograd.Function):
+    """meProp linear keeping the same k columns of dY for every row of the minibatch."""
+
+    @staticmethod
+    def forward(input, weight, bias, k, selection, record):
+        return F.linear(input, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias, k, selection, record = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.k, ctx.selection, ctx.record = k, selection, record
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        input_c, weight_c = _compute_dtypes(grad_output, input, weight)
+
+        columns = unified_indices(grad_output, ctx.k, ctx.selection)  # [k]
+        kept = grad_output.index_select(1, columns)  # [batch, k]
+
+        grad_input = grad_weight = grad_bias = None
+        if need_input:
+            grad_input = (kept @ weight_c.index_select(0, columns)).to(input.dtype)
+        if need_weight:
+            grad_weight = torch.zeros_like(weight)
+            grad_weight.index_copy_(0, columns, (kept.t() @ input_c).to(weight.dtype))
+        if need_bias:
+            grad_bias = grad_output.sum(0)
+        if ctx.record is not None:
+            ctx.record.touched = columns.numel()
+        return grad_input, grad_weight, grad_bias, None, None, None
+
+
+FUNCTIONS = {"per_example": PerExampleLinear, "unified": UnifiedLinear}
+
+
+def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk", *, record=None):
+    """``F.linear`` in the forward pass, meProp in the backward pass.
+
+    Args:
+        input: ``[*, in_features]``, any number of leading dims (flattened for the backward).
+        weight: ``[out_features, in_features]`` as in ``nn.Linear``.
+        bias: ``[out_features]`` or None.
+        k: entries of dY kept per example (``per_example``) or per minibatch (``unified``);
+            None, 0 or ``k >= out_features`` gives the exact dense gradient.
+        mode: ``"per_example"`` or ``"unified"``.
+        selection: ``"topk"`` (largest magnitude) or ``"random"`` (ablation; torch's RNG).
+        record: optional object (``meprop.stats.BackwardRecord``) whose ``touched`` attribute
+            is set to the number of weight rows the backward updates: an int, or for the
+            per-example mode a 0-d tensor, so that backward never waits on the device.
+
+    Returns:
+        ``[*, out_features]``.
+    """
+    k = check_k(k)
+    check_mode(mode)
+    check_selection(selection)
+    out_features = weight.shape[0]
+    if is_dense(k, out_features):
+        if record is not None:
+            record.touched = out_features  # a dense backward updates every row
+        return F.linear(input, weight, bias)
+    flat_input = input.reshape(-1, input.shape[-1])
+    output = FUNCTIONS[mode].apply(flat_input, weight, bias, k, selection, record)
+    return output.reshape(*input.shape[:-1], out_features)

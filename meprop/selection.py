@@ -1,0 +1,67 @@
+"""Which output-gradient entries meProp keeps (Sun et al., 2017, section 2).
+
+This is the only module that picks k. Every function takes the 2-D output gradient
+``grad_output`` of shape ``[batch, out_features]`` and returns indices into it.
+"""
+
+import numbers
+
+import torch
+
+MODES = ("per_example", "unified")
+SELECTIONS = ("topk", "random")
+
+
+def check_k(k):
+    """Return ``k`` as an int (or None); reject negatives, non-integers and bools."""
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"k must be a non-negative integer or None, got {k!r}")
+    if k < 0:
+        raise ValueError(f"k must be a non-negative integer or None, got {k!r}")
+    return int(k)
+
+
+def check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(f"unknown meProp mode {mode!r}; expected one of {MODES}")
+    return mode
+
+
+def check_selection(selection):
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown meProp selection {selection!r}; expected one of {SELECTIONS}")
+    return selection
+
+
+def is_dense(k, out_features):
+    """k=None, k=0 and k >= out_features all mean the exact dense gradient."""
+    return k is None or k == 0 or k >= out_features
+
+
+def per_example_indices(grad_output, k, selection="topk"):
+    """Per row, the k columns to keep: ``[batch, k]`` (int64, unsorted).
+
+    ``topk`` keeps the k entries of largest magnitude of each row; ``random`` keeps k distinct
+    entries of each row drawn uniformly with torch's RNG on the gradient's device.
+    """
+    if selection == "topk":
+        scores = grad_output.abs()
+    else:
+        scores = torch.rand(grad_output.shape, device=grad_output.device)
+    return scores.topk(k, dim=1, sorted=False).indices
+
+
+def unified_indices(grad_output, k, selection="topk"):
+    """The k columns shared by the whole minibatch: ``[k]`` (int64, unsorted).
+
+    ``topk`` ranks columns by their summed magnitude over the batch, as the authors' unified
+    meProp does; ``random`` draws k distinct columns.
+    """
+    if selection == "topk":
+        # Summed in float32 at least, so half-precision gradients cannot overflow.
+        dtype = torch.promote_types(grad_output.dtype, torch.float32)
+        scores = grad_output.abs().sum(dim=0, dtype=dtype)
+        return scores.topk(k, sorted=False).indices
+    return torch.randperm(grad_output.shape[1], device=grad_output.device)[:k]

@@ -1,0 +1,66 @@
+"""Pieces every trainer shares: device, seeding, optimizers, backprop timing, metrics JSON."""
+
+import json
+import math
+import random
+import time
+
+import numpy as np
+import torch
+
+from data.atomic import write_text_atomic
+
+OPTIMIZERS = ("adam", "adagrad")
+
+
+def resolve_device(name):
+    """``auto`` -> cuda when available, else cpu. Resolved once, then passed around."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(name, parameters, lr, adagrad_eps=1e-10, weight_decay=0.0):
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "adagrad":
+        return torch.optim.Adagrad(parameters, lr=lr, eps=adagrad_eps, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class BackpropClock:
+    """Runs ``loss.backward()`` and adds its wall time (device-synchronised) to ``seconds``."""
+
+    def __init__(self, device):
+        self.device = device
+        self.seconds = 0.0
+
+    def backward(self, loss):
+        synchronize(self.device)
+        start = time.perf_counter()
+        loss.backward()
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - start
+
+
+def write_metrics_json(path, metrics):
+    """A flat JSON object; refuses nested values and NaN so consumers can trust it."""
+    for key, value in metrics.items():
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"metrics must be flat; {key!r} is {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"metric {key!r} is {value}")
+    write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,110 @@
+"""Backward time of meProp linear layers against PyTorch's dense F.linear, side by side.
+
+For each of the paper's shapes it times the whole autograd backward of one layer (top-k
+selection included; the forward is not timed) for dense ``nn.Linear``, meProp per-example and
+meProp unified, and prints a Markdown table of medians and speed-ups. Run it alone on the machine.
+
+    python scripts/bench_backprop.py [--threads 2] [--repeats 20] [--device cpu]
+
+PyTorch's CPU allocator hands every large gradient fresh pages from the OS, and the page faults
+cost tens of milliseconds at the parser shape for dense and meProp alike. The script turns on
+PyTorch's transparent-huge-page allocation (THP_MEM_ALLOC_ENABLE=1) before importing torch, as
+a training process can too; ``--no-thp`` measures without it.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=20, help="timed repetitions (median)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-thp", action="store_true", help="leave huge-page allocation off")
+    parser.add_argument("--quick", action="store_true", help="smallest shapes only (for tests)")
+    return parser.parse_args()
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None and not ARGS.no_thp:
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import torch  # noqa: E402  (after the allocator setting above)
+
+import meprop  # noqa: E402
+
+# (name, in_features, out_features, batch, k): the paper's settings (Sun et al. 2017, Table 1).
+CASES = [
+    ("parser hidden", 2400, 500, 10000, 20),
+    ("parser hidden", 500, 500, 10000, 20),
+    ("MNIST hidden 1", 784, 500, 10, 20),
+    ("MNIST hidden 2", 500, 500, 10, 20),
+    ("MNIST hidden 1", 784, 500, 10, 80),
+    ("MNIST hidden 2", 500, 500, 10, 80),
+]
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_backward(layer, inputs, grad_output, device, repeats, warmup):
+    """Median seconds of ``layer(inputs).backward(grad_output)``'s backward alone."""
+    times = []
+    for rep in range(warmup + repeats):
+        inputs.grad = None
+        layer.zero_grad(set_to_none=True)
+        output = layer(inputs)
+        synchronize(device)
+        start = time.perf_counter()
+        output.backward(grad_output)
+        synchronize(device)
+        if rep >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_case(n_in, n_out, batch, k, device, repeats, warmup):
+    torch.manual_seed(0)
+    inputs = torch.randn(batch, n_in, device=device, requires_grad=True)
+    grad_output = torch.randn(batch, n_out, device=device)
+    dense = torch.nn.Linear(n_in, n_out, device=device)
+    result = {"dense": time_backward(dense, inputs, grad_output, device, repeats, warmup)}
+    for mode in ("per_example", "unified"):
+        layer = meprop.Linear(n_in, n_out, k=k, mode=mode, device=device)
+        layer.load_state_dict(dense.state_dict())
+        result[mode] = time_backward(layer, inputs, grad_output, device, repeats, warmup)
+    return result
+
+
+def main(args):
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cases = CASES[2:4] if args.quick else CASES
+    print(f"# meProp backward benchmark: torch {torch.__version__}, device {device}, "
+          f"threads {torch.get_num_threads()}, THP_MEM_ALLOC_ENABLE="
+          f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
+          f"{platform.python_version()}; median of {args.repeats} after {args.warmup} warm-up")
+    print("| layer | shape | batch | k | dense ms | per-example ms | unified ms | "
+          "per-example x | unified x |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, n_in, n_out, batch, k in cases:
+        times = bench_case(n_in, n_out, batch, k, device, args.repeats, args.warmup)
+        ms = {key: value * 1e3 for key, value in times.items()}
+        print(f"| {name} | {n_in}->{n_out} | {batch} | {k} | {ms['dense']:.3f} | "
+              f"{ms['per_example']:.3f} | {ms['unified']:.3f} | "
+              f"{times['dense'] / times['per_example']:.2f} | "
+              f"{times['dense'] / times['unified']:.2f} |")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main(ARGS)
