@@ -68,9 +68,9 @@ class PerExampleLinear(torch.autograd.Function):
             # Row b of grad_input = sum_j values[b, j] * W[indices[b, j]].
             grad_input = F.embedding_bag(indices, weight_c, per_sample_weights=values, mode="sum")
             grad_input = grad_input.to(input.dtype)
-        flat_rows = indices.reshape(-1)
-        rows_sorted, order = torch.sort(flat_rows, stable=True)
-        counts = torch.bincount(rows_sorted, minlength=out_features)
+        if need_weight or ctx.record is not None:
+            rows_sorted, order = torch.sort(indices.reshape(-1), stable=True)
+            counts = torch.bincount(rows_sorted, minlength=out_features)  # kept entries per row
         if need_weight:
             # Group kept entries by output row; each group is a weighted sum of input rows.
             offsets = torch.zeros_like(counts)

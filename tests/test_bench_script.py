@@ -1,0 +1,21 @@
+"""The benchmark script runs and prints its table (timings are not asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_backprop.py"
+
+
+def test_bench_backprop_quick_prints_a_row_per_case():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--repeats", "2", "--warmup", "1", "--threads",
+         "1"], capture_output=True, text=True, timeout=120, check=True,
+    )
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| MNIST")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert len(cells) == 9
+        assert all(float(value) > 0 for value in cells[4:])
+    assert "threads 1" in result.stdout
