@@ -38,7 +38,7 @@ def test_mlp_layers_and_k():
 @pytest.mark.parametrize("k,mode", [(None, "per_example"), (8, "per_example"), (8, "unified")])
 def test_train_mnist_learns_and_reports(k, mode):
     metrics = train_mnist(MLPConfig(hidden=64, k=k, mode=mode), fake_mnist(), epochs=2,
-                          batch_size=20, progress=False)
+                          batch_size=10, lr=0.003, progress=False)
     assert metrics["test_accuracy"] > 50.0  # chance is 10 %
     assert metrics["best_epoch"] in (1, 2)
     assert 0 < metrics["backprop_seconds"] < metrics["train_seconds"]
@@ -73,8 +73,8 @@ def write_fake_mnist_dir(root):
 
 def test_cli_mnist_writes_flat_metrics(data_dir, tmp_path):
     out = tmp_path / "metrics.json"
-    result = CliRunner().invoke(main, ["mnist", "--epochs", "1", "--limit", "500", "--hidden", "50",
-                                       "--k", "10", "--data-dir", str(data_dir),
+    result = CliRunner().invoke(main, ["mnist", "--epochs", "1", "--limit", "1000", "--hidden",
+                                       "50", "--k", "0", "--data-dir", str(data_dir),
                                        "--metrics-json", str(out)])
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
