@@ -203,7 +203,8 @@ def _parse_block(block, name):
             last_empty_node = end if kind == "." else last_empty_node
             continue
         if token_id != expected:
-            problem = "duplicate" if token_id is not None and token_id < expected else "out-of-order"
+            repeated = token_id is not None and 0 < token_id < expected
+            problem = "duplicate" if repeated else "out-of-order"
             raise DataError(f"{name}:{number}: {problem} word id {cols[ID]} (expected {expected})")
         last_empty_node = 0
         try:
