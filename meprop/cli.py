@@ -76,5 +76,57 @@ def mnist(k, mode, selection, epochs, batch_size, optimizer, lr, hidden, layers,
         write_metrics_json(metrics_json, metrics)
 
 
+@main.group()
+def data():
+    """Data sets: where they are found, downloads."""
+
+
+@data.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder to look in first (then $MEPROP_DATA, then the cache).")
+@click.option("--wsj-dir", type=click.Path(file_okay=False), default=None,
+              help="Your LDC Penn Treebank copy (wsj/00 ... wsj/24), for ptb-wsj.")
+def data_list(data_dir, wsj_dir):
+    """Show each named data set and where it was found. Downloads nothing."""
+    from data.datasets import describe
+
+    for name, description, where in describe(data_dir, wsj_dir):
+        click.echo(f"{name}\n  {description}\n  found: {where}")
+
+
+@main.command("convert-ptb")
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="CoNLL-X file to write (atomically; - for standard output).")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default=None,
+              help="Only this split [default: all sentences in file order].")
+@click.option("--task", type=click.Choice(["parse", "tag"]), default="parse", show_default=True,
+              help="Which standard splits: parsing (WSJ 02-21/22/23) or tagging "
+              "(00-18/19-21/22-24). The NLTK sample has one fixed split by file for both.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Where to find ptb-sample when SOURCE is that name.")
+@click.option("--wsj-dir", type=click.Path(file_okay=False), default=None,
+              help="Your LDC WSJ copy when SOURCE is ptb-wsj.")
+def convert_ptb(source, output, split, task, data_dir, wsj_dir):
+    """Convert Penn Treebank trees to dependencies (head rules as Penn2Malt), as CoNLL-X.
+
+    SOURCE is treebank.zip, a folder of .mrg files (an LDC copy: wsj/00 ... wsj/24), or a
+    dataset name: ptb-sample (found like every data set) or ptb-wsj (with --wsj-dir).
+    """
+    from data import DataError, conll, ptb
+    from data.datasets import REGISTRY, locate, locate_wsj
+
+    try:
+        if source == "ptb-sample":
+            source = locate("ptb-sample", data_dir) / REGISTRY["ptb-sample"].files[0].path
+        elif source == "ptb-wsj":
+            source = locate_wsj(wsj_dir)
+        sentences = list(ptb.convert(source, split=split, task=task))
+        conll.write(sentences, output)
+    except DataError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {len(sentences)} sentences to {output}", err=True)
+
+
 if __name__ == "__main__":
     main()

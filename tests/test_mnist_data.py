@@ -118,3 +118,38 @@ def test_locate_corrupted_file_fails_checksum(isolated):
 
 def test_locate_real_mnist(data_dir):
     assert locate("mnist", data_dir, download=False) == data_dir
+
+
+def test_split_path_and_describe(isolated, monkeypatch, data_dir):
+    from data.datasets import describe, split_path
+
+    path = split_path("ud-english-ewt", "dev", data_dir)
+    assert path == data_dir / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
+    with pytest.raises(DataError, match="no split 'validation'"):
+        split_path("ud-english-ewt", "validation", data_dir)
+    rows = {name: where for name, _, where in describe(data_dir)}
+    assert set(rows) == {"ud-english-ewt", "ptb-sample", "ptb-wsj", "mnist"}
+    assert rows["mnist"].startswith(str(data_dir)) and "--wsj-dir" in rows["ptb-wsj"]
+
+
+def test_wsj_needs_a_folder_with_trees(tmp_path):
+    from data.datasets import locate_wsj
+
+    with pytest.raises(DataError, match="--wsj-dir"):
+        locate_wsj(None)
+    with pytest.raises(DataError, match="no .mrg files"):
+        locate_wsj(tmp_path)
+    (tmp_path / "wsj" / "02").mkdir(parents=True)
+    (tmp_path / "wsj" / "02" / "wsj_0200.mrg").write_text("( (S (NP (NN x))))\n")
+    assert locate_wsj(tmp_path) == tmp_path
+
+
+def test_data_list_command_downloads_nothing(isolated):
+    from click.testing import CliRunner
+
+    from meprop.cli import main
+
+    result = CliRunner().invoke(main, ["data", "list"])
+    assert result.exit_code == 0
+    assert result.output.count("missing; would download to") == 3
+    assert not (isolated / "cache").exists()
