@@ -13,6 +13,7 @@ sentence per line, tokens separated by spaces.
 ``-`` means standard input (or output).
 """
 
+import copy
 import io
 import sys
 from pathlib import Path
@@ -62,6 +63,13 @@ class Sentence:
 
     def __len__(self):
         return len(self.forms)
+
+    def copy(self):
+        """A copy whose columns can be filled without touching this sentence."""
+        clone = copy.copy(self)
+        clone.upos, clone.xpos = list(self.upos), list(self.xpos)
+        clone.heads, clone.deprels = list(self.heads), list(self.deprels)
+        return clone
 
     def _editable(self):
         return list(zip(self.upos, self.xpos, self.heads, self.deprels, strict=True))

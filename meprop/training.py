@@ -64,3 +64,25 @@ def write_metrics_json(path, metrics):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"metric {key!r} is {value}")
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(path, payload):
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file.
+
+    ``payload`` must be plain data (tensors, dicts, lists, numbers, strings), so that
+    :func:`load_checkpoint` can use ``weights_only=True``.
+    """
+    from data.atomic import atomic_path
+
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+
+
+def load_checkpoint(path):
+    """Load a checkpoint safely (``weights_only=True``: no code runs from the file)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # pickle/zip errors: a clear message rather than a traceback
+        raise ValueError(f"{path}: not a readable meprop checkpoint ({error})") from None
