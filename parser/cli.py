@@ -1,0 +1,185 @@
+"""The ``parse`` command: train, predict and evaluate the meProp transition parser."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from meprop.training import OPTIMIZERS
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "en_ewt.pt"
+
+
+def _fail(error):
+    raise click.ClickException(str(error)) from None
+
+
+@click.group()
+def main():
+    """Chen & Manning (2014) arc-standard parser trained with meProp (Sun et al. 2017)."""
+
+
+@main.command()
+@click.option("--train", "train_file", type=click.Path(dir_okay=False), default=None,
+              help="Training treebank (CoNLL-U/CoNLL-X) [default: UD English EWT train].")
+@click.option("--dev", "dev_file", type=click.Path(dir_okay=False), default=None,
+              help="Dev treebank, parsed after each epoch to keep the best model "
+              "[default: UD English EWT dev].")
+@click.option("--k", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Gradient entries kept per example in hidden and output layers; 0 = dense.")
+@click.option("--mode", type=click.Choice(["per_example", "unified"]), default="per_example",
+              show_default=True, help="per_example: each transition keeps its own top-k; "
+              "unified: one k-set per minibatch.")
+@click.option("--hidden", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Units per hidden layer (Chen & Manning: 200).")
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Number of hidden layers (Chen & Manning: 1).")
+@click.option("--activation", type=click.Choice(["relu", "cube", "tanh"]), default="relu",
+              show_default=True, help="Hidden activation (Chen & Manning: cube).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5,
+              show_default=True, help="Dropout after each hidden layer.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Training epochs; the epoch with the best dev UAS is kept.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=10000, show_default=True,
+              help="Transitions per minibatch (Chen & Manning and the paper: 10,000).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True,
+              help="Adam, or AdaGrad with Chen & Manning's eps 1e-6 and L2 1e-8.")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate [default: 0.001 for Adam, 0.01 for AdaGrad].")
+@click.option("--pos-column", type=click.Choice(["xpos", "upos"]), default="xpos",
+              show_default=True, help="POS features from XPOS (PTB tags, as Chen & Manning) or "
+              "UPOS (where XPOS is empty).")
+@click.option("--min-word-freq", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Training words seen fewer times share the unknown-word embedding.")
+@click.option("--embeddings", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Pre-trained word vectors, text format 'word v1 ... v50' per line.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed for initialisation and batch order.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="auto picks cuda when available.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Where to find UD English EWT (else $MEPROP_DATA, else the cache, "
+              "downloading there).")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from OUT.resume (same options).")
+@click.option("--out", type=click.Path(dir_okay=False), default="parser.pt", show_default=True,
+              help="Where to write the best model (and OUT.resume, the training state).")
+@click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
+              help="Write final metrics as a flat JSON object.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(train_file, dev_file, k, mode, hidden, layers, activation, dropout, epochs, batch_size,
+          optimizer, lr, pos_column, min_word_freq, embeddings, seed, device, data_dir, resume,
+          out, metrics_json, quiet):
+    """Train a parser; with no files, on UD English EWT (train, dev for model selection)."""
+    from data import DataError, conll
+    from data.datasets import split_path
+    from meprop.training import resolve_device, write_metrics_json
+    from parser.trainer import TrainOptions, train_parser
+
+    try:
+        train_path = train_file or split_path("ud-english-ewt", "train", data_dir)
+        dev_path = dev_file or split_path("ud-english-ewt", "dev", data_dir)
+        train_sentences = [s for s in conll.read(train_path) if len(s)]
+        dev_sentences = [s for s in conll.read(dev_path) if len(s)]
+        device = resolve_device(device)
+    except (DataError, ValueError) as error:
+        _fail(error)
+    overrides = dict(hidden=hidden, layers=layers, activation=activation, dropout=dropout,
+                     k=k or None, mode=mode, pos_column=pos_column)
+    options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                           seed=seed, min_word_freq=min_word_freq, embeddings=embeddings)
+    metrics = train_parser(overrides, train_sentences, dev_sentences, options, out,
+                           device=device, resume=resume, progress=not quiet,
+                           log=lambda text: click.echo(text, err=True))
+    click.echo(json.dumps(metrics, indent=2, sort_keys=True))
+    if metrics_json:
+        write_metrics_json(metrics_json, metrics)
+
+
+def _load(model_path):
+    from parser.trainer import load_model
+
+    path = Path(model_path) if model_path else DEFAULT_MODEL
+    if not path.exists():
+        _fail(f"no parser model at {path}" + ("" if model_path else
+              " (the default model is not installed; train one with 'parse train')"))
+    try:
+        return load_model(path)
+    except ValueError as error:
+        _fail(error)
+
+
+def _same_file(a, b):
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+@main.command()
+@click.argument("input_file", metavar="FILE")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Parser checkpoint [default: the English model shipped with the package].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write (atomically) [default: standard output].")
+def predict(input_file, model_path, output):
+    """Parse FILE (CoNLL-U/CoNLL-X, or plain text, one sentence per line; - for stdin).
+
+    Fills HEAD and DEPREL; every other column, comment and multiword-token line is kept as it
+    was. POS tags come from the file.
+    """
+    from data import DataError, conll
+    from parser.decode import parse_sentences
+
+    if output and input_file != "-" and _same_file(input_file, output):
+        _fail(f"refusing to overwrite the input file {input_file}; give another -o")
+    model, vocabs = _load(model_path)
+    try:
+        sentences = list(conll.read(input_file))
+        parse_sentences(model, sentences, vocabs)
+        conll.write(sentences, output or "-")
+    except DataError as error:
+        _fail(error)
+
+
+@main.command()
+@click.argument("gold_file", metavar="GOLD")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Parse GOLD with this model and score it [default: the shipped model].")
+@click.option("--pred", "pred_file", type=click.Path(dir_okay=False), default=None,
+              help="Score this already-parsed file instead of running a model.")
+@click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
+              help="Write uas, las and uas_no_punct (percent) as a flat JSON object.")
+def evaluate(gold_file, model_path, pred_file, metrics_json):
+    """UAS and LAS over all words (LAS on the universal part of DEPREL, before any ':'), and
+    UAS without punctuation."""
+    from data import DataError, conll
+    from meprop.training import write_metrics_json
+    from parser.decode import parse_sentences
+    from parser.scorer import AttachmentScore
+
+    if model_path and pred_file:
+        _fail("give --model or --pred, not both")
+    try:
+        gold = [s for s in conll.read(gold_file) if len(s)]
+        if pred_file:
+            predicted = [s for s in conll.read(pred_file) if len(s)]
+        else:
+            model, vocabs = _load(model_path)
+            predicted = parse_sentences(model, [s.copy() for s in gold], vocabs)
+        if len(predicted) != len(gold):
+            _fail(f"{pred_file} has {len(predicted)} sentences, {gold_file} {len(gold)}")
+        score = AttachmentScore()
+        for gold_sentence, predicted_sentence in zip(gold, predicted, strict=True):
+            score.add(gold_sentence, predicted_sentence)
+    except (DataError, ValueError) as error:
+        _fail(error)
+    metrics = score.metrics()
+    click.echo(json.dumps(metrics, indent=2, sort_keys=True))
+    if metrics_json:
+        write_metrics_json(metrics_json, metrics)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

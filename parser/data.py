@@ -1,0 +1,69 @@
+"""Parser vocabularies and training examples (configuration features -> gold transition)."""
+
+import torch
+
+from data.vocab import Vocab
+from parser.features import N_FEATURES, extract
+from parser.transition import TransitionSystem, is_projective, oracle
+
+ROOT = "<root>"
+PUNCT_XPOS = {"``", "''", ",", ".", ":", "-LRB-", "-RRB-", "#", "$", "HYPH", "NFP"}
+
+
+def normalize_word(form):
+    """Lower-cased, digits mapped to 0: shares statistics across casing and numbers."""
+    return "".join("0" if ch.isdigit() else ch for ch in form.lower())
+
+
+def base_label(deprel):
+    """The universal part of a UD relation (``nmod:poss`` -> ``nmod``)."""
+    return deprel.split(":")[0]
+
+
+def sentence_tags(sentence, pos_column):
+    return sentence.xpos if pos_column == "xpos" else sentence.upos
+
+
+def build_vocabs(sentences, pos_column, min_word_freq=2):
+    """Word, tag and label vocabularies (index 0 = NULL/padding in each).
+
+    Labels are the universal parts of DEPREL; the transition label inventory is
+    ``labels.itos[1:]`` (everything after NULL).
+    """
+    words = Vocab.build(([normalize_word(f) for f in s.forms] for s in sentences),
+                        min_freq=min_word_freq)
+    words = Vocab([ROOT] + words.itos[2:])
+    tags = Vocab([ROOT] + Vocab.build(sentence_tags(s, pos_column) for s in sentences).itos[2:])
+    labels = Vocab(Vocab.build([base_label(d) for d in s.deprels] for s in sentences).itos[2:],
+                   unk=False)
+    return {"words": words, "tags": tags, "labels": labels}
+
+
+def encode_sentence(sentence, vocabs, pos_column):
+    """Word and tag ids with ROOT at position 0."""
+    word_ids = [vocabs["words"].index(ROOT)] + vocabs["words"].encode(
+        normalize_word(form) for form in sentence.forms)
+    tag_ids = [vocabs["tags"].index(ROOT)] + vocabs["tags"].encode(
+        sentence_tags(sentence, pos_column))
+    return word_ids, tag_ids
+
+
+def make_examples(sentences, vocabs, pos_column):
+    """Oracle features and transitions over the projective sentences.
+
+    Returns ``(features [n, 48] int64, transitions [n] int64, n_skipped)``; non-projective
+    sentences (and any with unparsed heads) are skipped and counted.
+    """
+    system = TransitionSystem(len(vocabs["labels"]) - 1)
+    features, transitions, skipped = [], [], 0
+    for sentence in sentences:
+        if any(h is None for h in sentence.heads) or not is_projective(sentence.heads):
+            skipped += 1
+            continue
+        word_ids, tag_ids = encode_sentence(sentence, vocabs, pos_column)
+        labels = [vocabs["labels"].index(base_label(d)) - 1 for d in sentence.deprels]
+        for config, transition in oracle(sentence.heads, labels, system):
+            features.append(extract(config, word_ids, tag_ids))
+            transitions.append(transition)
+    features = torch.tensor(features, dtype=torch.long).reshape(-1, N_FEATURES)
+    return features, torch.tensor(transitions, dtype=torch.long), skipped

@@ -1,0 +1,50 @@
+"""Batched greedy decoding: every sentence of a batch advances one transition per step."""
+
+import torch
+
+from parser.data import encode_sentence
+from parser.features import extract
+from parser.transition import Configuration, TransitionSystem
+
+NEG_INF = float("-inf")
+
+
+def legality_mask(system, configs, device):
+    """``[n_configs, n_transitions]`` bool: which transitions each configuration allows."""
+    n_labels = system.n_labels
+    rows = []
+    for config in configs:
+        shift_ok, left_ok, right_ok = system.legal(config)
+        rows.append([shift_ok] + [left_ok] * n_labels + [right_ok] * n_labels)
+    return torch.tensor(rows, dtype=torch.bool, device=device)
+
+
+@torch.no_grad()
+def parse_sentences(model, sentences, vocabs, batch_size=512):
+    """Fill ``heads`` and ``deprels`` of each sentence (in place) with the model's parse.
+
+    Only legal transitions are taken, so every output is a tree with exactly one root word.
+    Sentences with no words are left as they are.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    system = TransitionSystem(model.config.n_labels - 1)
+    label_names = vocabs["labels"].itos[1:]
+    for start in range(0, len(sentences), batch_size):
+        batch = [s for s in sentences[start:start + batch_size] if len(s)]
+        encoded = [encode_sentence(s, vocabs, model.config.pos_column) for s in batch]
+        configs = [Configuration(len(s)) for s in batch]
+        active = list(range(len(batch)))
+        while active:
+            features = torch.tensor(
+                [extract(configs[i], *encoded[i]) for i in active], device=device)
+            scores = model(features)
+            scores.masked_fill_(~legality_mask(system, [configs[i] for i in active], device),
+                                NEG_INF)
+            for i, transition in zip(active, scores.argmax(dim=1).tolist(), strict=True):
+                system.apply(configs[i], transition)
+            active = [i for i in active if not configs[i].is_terminal()]
+        for sentence, config in zip(batch, configs, strict=True):
+            sentence.heads[:] = config.heads[1:]
+            sentence.deprels[:] = [label_names[label] for label in config.labels[1:]]
+    return sentences

@@ -1,0 +1,95 @@
+"""Chen & Manning's (2014) feed-forward transition scorer, with meProp hidden and output layers.
+
+The paper's meProp setting (Sun et al. 2017): 2 hidden layers of 500, ReLU, the same k for
+hidden and output layers. Chen & Manning's: 1 hidden layer of 200 with the cube activation.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from meprop.nn import Linear
+from parser.features import N_FEATURES, N_LABEL_FEATURES, N_TAG_FEATURES, N_WORD_FEATURES
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "cube": lambda x: x * x * x}
+
+
+@dataclass
+class ParserConfig:
+    n_words: int
+    n_tags: int
+    n_labels: int  # label vocabulary size, NULL included
+    embedding_dim: int = 50
+    hidden: int = 500
+    layers: int = 2
+    activation: str = "relu"
+    dropout: float = 0.5
+    k: int = 20  # None or 0: dense
+    mode: str = "per_example"
+    pos_column: str = "xpos"
+
+    @property
+    def n_transitions(self):
+        return 1 + 2 * (self.n_labels - 1)
+
+
+class ParserModel(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        if config.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {config.activation!r}; expected one of "
+                             f"{sorted(ACTIVATIONS)}")
+        self.config = config
+        dim = config.embedding_dim
+        self.word_embedding = nn.Embedding(config.n_words, dim)
+        self.tag_embedding = nn.Embedding(config.n_tags, dim)
+        self.label_embedding = nn.Embedding(config.n_labels, dim)
+        for embedding in (self.word_embedding, self.tag_embedding, self.label_embedding):
+            nn.init.uniform_(embedding.weight, -0.01, 0.01)  # as Chen & Manning
+        widths = [N_FEATURES * dim] + [config.hidden] * config.layers
+        self.hidden_layers = nn.ModuleList(
+            Linear(n_in, n_out, k=config.k, mode=config.mode)
+            for n_in, n_out in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.output = Linear(widths[-1], config.n_transitions, k=config.k, mode=config.mode)
+        self.dropout = nn.Dropout(config.dropout)
+        self.activation = ACTIVATIONS[config.activation]
+
+    def embed(self, features):
+        """``features [batch, 48]`` -> concatenated embeddings ``[batch, 48 * dim]``."""
+        words, tags, labels = features.split(
+            [N_WORD_FEATURES, N_TAG_FEATURES, N_LABEL_FEATURES], dim=1)
+        embedded = torch.cat([self.word_embedding(words), self.tag_embedding(tags),
+                              self.label_embedding(labels)], dim=1)
+        return embedded.reshape(len(features), -1)
+
+    def forward(self, features):
+        """``features [batch, 48]`` int64 -> transition scores ``[batch, n_transitions]``."""
+        hidden = self.embed(features)
+        for layer in self.hidden_layers:
+            hidden = self.dropout(self.activation(layer(hidden)))
+        return self.output(hidden)
+
+    def load_pretrained(self, path, words_vocab, normalize):
+        """Copy vectors from a text file (``word v1 v2 ...`` per line) into the word embedding.
+
+        Returns the number of vocabulary words found. Vectors of another size raise ValueError.
+        """
+        found = 0
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                parts = line.rstrip().split(" ")
+                if len(parts) <= 2:
+                    continue  # word2vec's header line
+                word = normalize(parts[0])
+                if word not in words_vocab:
+                    continue
+                if len(parts) - 1 != self.config.embedding_dim:
+                    raise ValueError(f"{path}: vectors have {len(parts) - 1} dimensions, the "
+                                     f"model {self.config.embedding_dim}")
+                with torch.no_grad():
+                    self.word_embedding.weight[words_vocab.index(word)] = torch.tensor(
+                        [float(value) for value in parts[1:]])
+                found += 1
+        return found

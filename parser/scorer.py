@@ -1,0 +1,53 @@
+"""Attachment scores: UAS, LAS (universal relation, as the CoNLL 2018 evaluation) and UAS
+without punctuation."""
+
+from parser.data import PUNCT_XPOS, base_label
+
+
+def is_punct(upos, xpos):
+    """PUNCT in UPOS; where UPOS is absent (CoNLL-X), a Penn Treebank punctuation XPOS."""
+    if upos not in ("_", ""):
+        return upos == "PUNCT"
+    return xpos in PUNCT_XPOS
+
+
+class AttachmentScore:
+    """Adds up over sentences; properties give percentages."""
+
+    def __init__(self):
+        self.words = self.heads = self.labelled = 0
+        self.content_words = self.content_heads = 0
+
+    def add(self, gold, predicted):
+        if gold.forms != predicted.forms:
+            raise ValueError(f"sentence at {gold.source}:{gold.first_line} has different words "
+                             "in the prediction")
+        for i in range(len(gold)):
+            head_ok = gold.heads[i] == predicted.heads[i]
+            label_ok = base_label(gold.deprels[i]) == base_label(predicted.deprels[i])
+            self.words += 1
+            self.heads += head_ok
+            self.labelled += head_ok and label_ok
+            if not is_punct(gold.upos[i], gold.xpos[i]):
+                self.content_words += 1
+                self.content_heads += head_ok
+
+    @staticmethod
+    def _percent(part, whole):
+        return 100.0 * part / whole if whole else 0.0
+
+    @property
+    def uas(self):
+        return self._percent(self.heads, self.words)
+
+    @property
+    def las(self):
+        return self._percent(self.labelled, self.words)
+
+    @property
+    def uas_no_punct(self):
+        return self._percent(self.content_heads, self.content_words)
+
+    def metrics(self, prefix=""):
+        return {f"{prefix}uas": self.uas, f"{prefix}las": self.las,
+                f"{prefix}uas_no_punct": self.uas_no_punct, f"{prefix}words": self.words}

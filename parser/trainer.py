@@ -1,0 +1,148 @@
+"""Training loop for the parser: oracle minibatches, dev UAS each epoch, best model kept."""
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data.vocab import Vocab
+from meprop.stats import rows_touched
+from meprop.training import (
+    BackpropClock,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+    seed_everything,
+    synchronize,
+)
+from parser.data import build_vocabs, make_examples, normalize_word
+from parser.decode import parse_sentences
+from parser.model import ParserConfig, ParserModel
+from parser.scorer import AttachmentScore
+
+DEFAULT_LR = {"adam": 0.001, "adagrad": 0.01}
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 30
+    batch_size: int = 10000
+    optimizer: str = "adam"
+    lr: float = None
+    seed: int = 1
+    min_word_freq: int = 2
+    embeddings: str = None  # text file of pre-trained word vectors
+
+
+def resume_path(out):
+    return Path(str(out) + ".resume")
+
+
+def model_payload(model, vocabs):
+    """The shipped/predict checkpoint: config, vocabularies, weights — plain data only."""
+    return {"config": asdict(model.config), "vocabs": {k: v.to_dict() for k, v in vocabs.items()},
+            "model": model.state_dict()}
+
+
+def load_model(path, device="cpu"):
+    """``(model, vocabs)`` from a checkpoint written by :func:`model_payload`."""
+    payload = load_checkpoint(path)
+    vocabs = {name: Vocab.from_dict(data) for name, data in payload["vocabs"].items()}
+    model = ParserModel(ParserConfig(**payload["config"]))
+    model.load_state_dict({k: v.float() for k, v in payload["model"].items()})
+    return model.to(device), vocabs
+
+
+def evaluate(model, vocabs, gold_sentences, batch_size=512):
+    predicted = parse_sentences(model, [s.copy() for s in gold_sentences], vocabs, batch_size)
+    score = AttachmentScore()
+    for gold, pred in zip(gold_sentences, predicted, strict=True):
+        score.add(gold, pred)
+    return score
+
+
+def make_optimizer_for(model, options):
+    lr = options.lr or DEFAULT_LR[options.optimizer]
+    if options.optimizer == "adagrad":  # Chen & Manning's settings
+        return make_optimizer("adagrad", model.parameters(), lr, adagrad_eps=1e-6,
+                              weight_decay=1e-8)
+    return make_optimizer(options.optimizer, model.parameters(), lr)
+
+
+def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
+                 device=torch.device("cpu"), resume=False, progress=True, log=print):
+    """Train; after each epoch parse dev, keep the best model at ``out``.
+
+    ``config_overrides``: ParserConfig fields other than the vocabulary sizes.
+    A training checkpoint (model, optimizer, epoch, best score) is kept at ``out.resume``
+    so ``resume=True`` continues an interrupted run. Returns a flat metrics dict.
+    """
+    seed_everything(options.seed)
+    state = load_checkpoint(resume_path(out)) if resume and resume_path(out).exists() else None
+    if state:
+        vocabs = {name: Vocab.from_dict(data) for name, data in state["vocabs"].items()}
+        config = ParserConfig(**state["config"])
+    else:
+        vocabs = build_vocabs(train_sentences, config_overrides["pos_column"],
+                              options.min_word_freq)
+        config = ParserConfig(n_words=len(vocabs["words"]), n_tags=len(vocabs["tags"]),
+                              n_labels=len(vocabs["labels"]), **config_overrides)
+    features, transitions, skipped = make_examples(train_sentences, vocabs, config.pos_column)
+    log(f"{len(features)} training transitions from {len(train_sentences) - skipped} sentences; "
+        f"{skipped} non-projective sentences skipped")
+    model = ParserModel(config).to(device)
+    if options.embeddings and not state:
+        found = model.load_pretrained(options.embeddings, vocabs["words"], normalize_word)
+        log(f"pre-trained vectors for {found} of {len(vocabs['words'])} words")
+    optimizer = make_optimizer_for(model, options)
+    best = {"dev_uas": -1.0, "best_epoch": 0}
+    first_epoch, elapsed, backprop = 1, 0.0, 0.0
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch, best = state["epoch"] + 1, state["best"]
+        elapsed, backprop = state["train_seconds"], state["backprop_seconds"]
+        log(f"resuming after epoch {state['epoch']} (best dev UAS {best['dev_uas']:.2f})")
+    features, transitions = features.to(device), transitions.to(device)
+    clock = BackpropClock(device)
+    clock.seconds = backprop
+    touched_sum = steps = 0
+    for epoch in range(first_epoch, options.epochs + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        model.train()
+        # Seeded per epoch so that a resumed run sees the same batches as an uninterrupted one.
+        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(
+            options.seed * 1000 + epoch)).to(device)
+        batches = order.split(options.batch_size)
+        for batch in tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", disable=not progress,
+                          leave=False):
+            loss = F.cross_entropy(model(features[batch]), transitions[batch])
+            optimizer.zero_grad(set_to_none=True)
+            clock.backward(loss)
+            optimizer.step()
+            touched_sum += rows_touched(model) or 0.0
+            steps += 1
+        score = evaluate(model, vocabs, dev_sentences)
+        synchronize(device)
+        elapsed += time.perf_counter() - start
+        log(f"epoch {epoch}: loss {loss.item():.4f}, dev UAS {score.uas:.2f} LAS {score.las:.2f}")
+        if score.uas > best["dev_uas"]:
+            best = {**score.metrics("dev_"), "best_epoch": epoch}
+            save_checkpoint(out, model_payload(model, vocabs))
+        save_checkpoint(resume_path(out), {
+            **model_payload(model, vocabs), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            "best": best, "train_seconds": elapsed, "backprop_seconds": clock.seconds})
+    return {
+        **best,
+        "train_seconds": elapsed,
+        "backprop_seconds": clock.seconds,
+        "rows_touched": touched_sum / steps if steps else None,
+        "train_transitions": len(features),
+        "skipped_non_projective": skipped,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }

@@ -1,0 +1,141 @@
+"""Parser end to end: scorer, decoding always gives trees, CLI train/predict/evaluate."""
+
+import json
+
+import torch
+from click.testing import CliRunner
+
+from data import conll
+from parser.cli import main
+from parser.data import build_vocabs, make_examples
+from parser.decode import parse_sentences
+from parser.model import ParserConfig, ParserModel
+from parser.scorer import AttachmentScore
+from parser.trainer import load_model
+
+SENTENCES = [
+    # (form, upos, xpos, head, deprel)
+    [("The", "DET", "DT", 2, "det"), ("dog", "NOUN", "NN", 3, "nsubj"),
+     ("barks", "VERB", "VBZ", 0, "root"), (".", "PUNCT", ".", 3, "punct")],
+    [("A", "DET", "DT", 2, "det"), ("cat", "NOUN", "NN", 3, "nsubj"),
+     ("sees", "VERB", "VBZ", 0, "root"), ("the", "DET", "DT", 5, "det"),
+     ("bird", "NOUN", "NN", 3, "obj"), (".", "PUNCT", ".", 3, "punct")],
+    [("Birds", "NOUN", "NNS", 2, "nsubj"), ("fly", "VERB", "VBP", 0, "root"),
+     ("south", "ADV", "RB", 2, "advmod")],
+    [("She", "PRON", "PRP", 2, "nsubj"), ("gave", "VERB", "VBD", 0, "root"),
+     ("him", "PRON", "PRP", 2, "iobj"), ("a", "DET", "DT", 5, "det"),
+     ("book", "NOUN", "NN", 2, "obj"), ("in", "ADP", "IN", 7, "case"),
+     ("Paris", "PROPN", "NNP", 2, "obl:loc")],
+]
+
+
+def conllu_text(sentences, repeat=1):
+    blocks = []
+    for number, words in enumerate(sentences * repeat, start=1):
+        lines = [f"# sent_id = {number}"]
+        for index, (form, upos, xpos, head, deprel) in enumerate(words, start=1):
+            lines.append(f"{index}\t{form}\t_\t{upos}\t{xpos}\t_\t{head}\t{deprel}\t_\t_")
+        blocks.append("\n".join(lines) + "\n\n")
+    return "".join(blocks)
+
+
+def write_treebank(path, repeat=1):
+    path.write_text(conllu_text(SENTENCES, repeat), encoding="utf-8")
+    return path
+
+
+def test_attachment_score(tmp_path):
+    gold = list(conll.read(write_treebank(tmp_path / "gold.conllu")))
+    predicted = [s.copy() for s in gold]
+    predicted[0].heads[0] = 3  # wrong head on a word
+    predicted[0].deprels[1] = "obj"  # right head, wrong label
+    predicted[3].deprels[6] = "obl"  # subtype dropped: still right for LAS
+    score = AttachmentScore()
+    for g, p in zip(gold, predicted, strict=True):
+        score.add(g, p)
+    assert score.words == 20
+    assert score.uas == 100 * 19 / 20 and score.las == 100 * 18 / 20
+    assert score.uas_no_punct == 100 * 17 / 18  # two PUNCT words excluded
+
+
+def test_random_model_always_outputs_trees(tmp_path):
+    sentences = list(conll.read(write_treebank(tmp_path / "t.conllu")))
+    vocabs = build_vocabs(sentences, "xpos", min_word_freq=1)
+    torch.manual_seed(0)
+    model = ParserModel(ParserConfig(len(vocabs["words"]), len(vocabs["tags"]),
+                                     len(vocabs["labels"]), hidden=16, layers=1, k=4))
+    torch.nn.init.normal_(model.output.weight, std=5.0)  # strong, arbitrary preferences
+    parsed = parse_sentences(model, [s.copy() for s in sentences] * 5, vocabs, batch_size=3)
+    for sentence in parsed:
+        assert conll.tree_problem(sentence.heads) is None
+        assert sentence.heads.count(0) == 1
+        assert all(d in vocabs["labels"].itos[1:] for d in sentence.deprels)
+
+
+def test_make_examples_counts_two_transitions_per_word(tmp_path):
+    sentences = list(conll.read(write_treebank(tmp_path / "t.conllu")))
+    vocabs = build_vocabs(sentences, "upos", min_word_freq=1)
+    features, transitions, skipped = make_examples(sentences, vocabs, "upos")
+    assert skipped == 0
+    assert features.shape == (2 * 20, 48) and transitions.shape == (40,)
+
+
+def test_cli_train_predict_evaluate_round_trip(tmp_path):
+    treebank = write_treebank(tmp_path / "train.conllu", repeat=10)
+    model_path = tmp_path / "model.pt"
+    metrics_path = tmp_path / "train.json"
+    runner = CliRunner()
+    result = runner.invoke(main, [
+        "train", "--train", str(treebank), "--dev", str(treebank), "--epochs", "20",
+        "--batch-size", "50", "--hidden", "64", "--layers", "1", "--k", "8", "--dropout", "0",
+        "--lr", "0.01", "--out", str(model_path), "--metrics-json", str(metrics_path),
+        "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["dev_uas"] > 90.0  # the dev set is the training set: it must be learnt
+    for key in ("dev_uas", "dev_las", "dev_uas_no_punct", "best_epoch", "train_seconds",
+                "backprop_seconds"):
+        assert key in metrics
+    model, vocabs = load_model(model_path)  # weights_only load
+    assert model.config.k == 8 and model.config.hidden == 64
+
+    predicted_path = tmp_path / "pred.conllu"
+    unparsed = tmp_path / "unparsed.conllu"
+    unparsed.write_text(conllu_text(SENTENCES).replace("\t3\tnsubj\t", "\t_\t_\t"))
+    result = runner.invoke(main, ["predict", str(unparsed), "--model", str(model_path), "-o",
+                                  str(predicted_path)])
+    assert result.exit_code == 0, result.output
+    predicted = list(conll.read(predicted_path))
+    original = list(conll.read(unparsed))
+    for before, after in zip(original, predicted, strict=True):
+        assert before.forms == after.forms and before.xpos == after.xpos
+        assert None not in after.heads
+    assert "# sent_id = 4" in predicted_path.read_text()
+
+    result = runner.invoke(main, ["evaluate", str(treebank), "--model", str(model_path),
+                                  "--metrics-json", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert abs(scores["uas"] - metrics["dev_uas"]) < 1e-9
+
+    result = runner.invoke(main, ["evaluate", str(treebank), "--pred", str(treebank)])
+    assert json.loads(result.output)["las"] == 100.0
+
+
+def test_cli_predict_refuses_to_overwrite_input_and_reports_bad_files(tmp_path):
+    treebank = write_treebank(tmp_path / "t.conllu")
+    model_path = tmp_path / "m.pt"
+    runner = CliRunner()
+    runner.invoke(main, ["train", "--train", str(treebank), "--dev", str(treebank), "--epochs",
+                         "1", "--hidden", "8", "--layers", "1", "--out", str(model_path),
+                         "--quiet", "--device", "cpu"])
+    result = runner.invoke(main, ["predict", str(treebank), "--model", str(model_path), "-o",
+                                  str(treebank)])
+    assert result.exit_code == 1 and "refusing to overwrite" in result.output
+    bad = tmp_path / "bad.conllu"
+    bad.write_text("1\tThe\t_\tDET\tDT\t_\tx\tdet\t_\t_\n\n")
+    result = runner.invoke(main, ["predict", str(bad), "--model", str(model_path)])
+    assert result.exit_code == 1
+    assert f"{bad}:1:" in result.output and "Traceback" not in result.output
+    result = runner.invoke(main, ["predict", str(treebank), "--model", str(tmp_path / "no.pt")])
+    assert result.exit_code == 1 and "no parser model" in result.output
