@@ -10,8 +10,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from meprop.nn import Linear
-from meprop.stats import rows_touched
-from meprop.training import BackpropClock, make_optimizer, seed_everything, synchronize
+from meprop.training import (
+    BackpropClock,
+    make_optimizer,
+    seed_everything,
+    synchronize,
+    train_epoch,
+)
 
 DEV_SIZE = 5000  # the first 5,000 training images are the dev set
 DEFAULT_LR = {"adam": 0.001, "adagrad": 0.1}
@@ -94,17 +99,12 @@ def train_mnist(config, tensors, epochs=20, batch_size=10, optimizer="adam", lr=
     synchronize(device)
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        model.train()
         order = torch.randperm(len(train_images), generator=shuffle).to(device)
-        batches = order.split(batch_size)
-        for batch in tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress,
-                          leave=False):
-            loss = F.cross_entropy(model(train_images[batch]), train_labels[batch])
-            opt.zero_grad(set_to_none=True)
-            clock.backward(loss)
-            opt.step()
-            touched_sum += rows_touched(model)
-            steps += 1
+        _, epoch_touched, epoch_steps = train_epoch(
+            model, train_images, train_labels, order, batch_size, opt, clock,
+            desc=f"epoch {epoch}/{epochs}", progress=progress)
+        touched_sum += epoch_touched
+        steps += epoch_steps
         dev = accuracy(model, *splits["dev"])
         if progress:
             tqdm.write(f"epoch {epoch}: dev accuracy {dev:.2f}%")

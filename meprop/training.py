@@ -86,3 +86,26 @@ def load_checkpoint(path):
         raise
     except Exception as error:  # pickle/zip errors: a clear message rather than a traceback
         raise ValueError(f"{path}: not a readable meprop checkpoint ({error})") from None
+
+
+def train_epoch(model, inputs, targets, order, batch_size, optimizer, clock, desc="",
+                progress=True):
+    """One pass of cross-entropy training over ``inputs[order]`` in minibatches.
+
+    Returns ``(last_loss, touched_sum, steps)``: the last minibatch's loss, the sum over steps
+    of the fraction of meProp weight rows each backward touched, and the number of steps.
+    """
+    from tqdm import tqdm
+
+    from meprop.stats import rows_touched
+
+    model.train()
+    touched_sum, steps, loss = 0.0, 0, None
+    for batch in tqdm(order.split(batch_size), desc=desc, disable=not progress, leave=False):
+        loss = torch.nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
+        optimizer.zero_grad(set_to_none=True)
+        clock.backward(loss)
+        optimizer.step()
+        touched_sum += rows_touched(model) or 0.0
+        steps += 1
+    return loss, touched_sum, steps

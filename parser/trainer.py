@@ -5,11 +5,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from data.vocab import Vocab
-from meprop.stats import rows_touched
 from meprop.training import (
     BackpropClock,
     load_checkpoint,
@@ -17,6 +14,7 @@ from meprop.training import (
     save_checkpoint,
     seed_everything,
     synchronize,
+    train_epoch,
 )
 from parser.data import build_vocabs, make_examples, normalize_word
 from parser.decode import parse_sentences
@@ -113,19 +111,14 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
     for epoch in range(first_epoch, options.epochs + 1):
         synchronize(device)
         start = time.perf_counter()
-        model.train()
         # Seeded per epoch so that a resumed run sees the same batches as an uninterrupted one.
         order = torch.randperm(len(features), generator=torch.Generator().manual_seed(
             options.seed * 1000 + epoch)).to(device)
-        batches = order.split(options.batch_size)
-        for batch in tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", disable=not progress,
-                          leave=False):
-            loss = F.cross_entropy(model(features[batch]), transitions[batch])
-            optimizer.zero_grad(set_to_none=True)
-            clock.backward(loss)
-            optimizer.step()
-            touched_sum += rows_touched(model) or 0.0
-            steps += 1
+        loss, epoch_touched, epoch_steps = train_epoch(
+            model, features, transitions, order, options.batch_size, optimizer, clock,
+            desc=f"epoch {epoch}/{options.epochs}", progress=progress)
+        touched_sum += epoch_touched
+        steps += epoch_steps
         score = evaluate(model, vocabs, dev_sentences)
         synchronize(device)
         elapsed += time.perf_counter() - start
