@@ -39,8 +39,11 @@ def _compute_dtypes(grad_output, input, weight):
     return input.to(dtype), weight.to(dtype)
 
 
-class PerExampleLinear(torch.autograd.Function):
-    """meProp linear keeping the top-k (or random k) entries of each row of dY."""
+class _MePropLinear(torch.autograd.Function):
+    """Shared forward (``F.linear``) and context; each subclass is one meProp variant.
+
+    ``apply(input [batch, in], weight [out, in], bias [out] or None, k, selection, record)``.
+    """
 
     @staticmethod
     def forward(input, weight, bias, k, selection, record):
@@ -51,6 +54,10 @@ class PerExampleLinear(torch.autograd.Function):
         input, weight, bias, k, selection, record = inputs
         ctx.save_for_backward(input, weight)
         ctx.k, ctx.selection, ctx.record = k, selection, record
+
+
+class PerExampleLinear(_MePropLinear):
+    """meProp linear keeping the top-k (or random k) entries of each row of dY."""
 
     @staticmethod
     @once_differentiable
@@ -86,18 +93,8 @@ class PerExampleLinear(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None, None
 
 
-class UnifiedLinear(torch.autograd.Function):
+class UnifiedLinear(_MePropLinear):
     """meProp linear keeping the same k columns of dY for every row of the minibatch."""
-
-    @staticmethod
-    def forward(input, weight, bias, k, selection, record):
-        return F.linear(input, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, weight, bias, k, selection, record = inputs
-        ctx.save_for_backward(input, weight)
-        ctx.k, ctx.selection, ctx.record = k, selection, record
 
     @staticmethod
     @once_differentiable
