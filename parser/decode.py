@@ -3,7 +3,7 @@
 import torch
 
 from parser.data import encode_sentence
-from parser.features import N_FEATURES, extract
+from parser.features import N_FEATURES, NULL, extract
 from parser.transition import Configuration, TransitionSystem
 
 NEG_INF = float("-inf")
@@ -33,12 +33,15 @@ def parse_sentences(model, sentences, vocabs, batch_size=512):
         encoded = [encode_sentence(s, vocabs, model.config.pos_column) for s in batch]
         configs = [Configuration(len(s)) for s in batch]
         active = list(range(len(batch)))
+        # Every word id a feature can take in this batch: the sentences' words, NULL, ROOT.
+        batch_words = sorted({w for word_ids, _ in encoded for w in word_ids} | {NULL})
+        table = model.precompute(torch.tensor(batch_words, device=device))
         while active:
             flat = []  # one flat list: much faster for torch.tensor than a list of lists
             for i in active:
                 flat += extract(configs[i], *encoded[i])
             features = torch.tensor(flat, device=device).view(len(active), N_FEATURES)
-            scores = model(features)
+            scores = model.score_precomputed(table, features)
             scores.masked_fill_(~legality_mask(system, [configs[i] for i in active], device),
                                 NEG_INF)
             for i, transition in zip(active, scores.argmax(dim=1).tolist(), strict=True):

@@ -71,6 +71,37 @@ class ParserModel(nn.Module):
             hidden = self.dropout(self.activation(layer(hidden)))
         return self.output(hidden)
 
+    @torch.no_grad()
+    def precompute(self, word_ids):
+        """Chen & Manning's precomputation of the first layer, for decoding (eval mode).
+
+        The first layer is a sum over the 48 feature positions of ``W_f @ embedding``; this
+        tabulates every product a batch of sentences can need: for each word position, the
+        words in ``word_ids`` (the distinct word ids of the batch, NULL and ROOT included);
+        for tags and labels, the whole vocabularies. Returns a :class:`FirstLayerTable`.
+        """
+        dim, hidden = self.config.embedding_dim, self.config.hidden
+        first = self.hidden_layers[0]
+        # [hidden, 48 * dim] -> [48, dim, hidden]: one block of weights per feature position.
+        blocks = first.weight.t().reshape(N_FEATURES, dim, hidden)
+        word_blocks, tag_blocks, label_blocks = blocks.split(
+            [N_WORD_FEATURES, N_TAG_FEATURES, N_LABEL_FEATURES])
+        words = torch.einsum("ud,fdh->fuh", self.word_embedding.weight[word_ids], word_blocks)
+        tags = torch.einsum("td,fdh->fth", self.tag_embedding.weight, tag_blocks)
+        labels = torch.einsum("ld,fdh->flh", self.label_embedding.weight, label_blocks)
+        table = torch.cat([words.reshape(-1, hidden), tags.reshape(-1, hidden),
+                           labels.reshape(-1, hidden)])
+        return FirstLayerTable(table, first.bias, word_ids, self.config.n_tags,
+                               self.config.n_labels)
+
+    @torch.no_grad()
+    def score_precomputed(self, table, features):
+        """Same scores as ``forward`` (eval mode) from a :class:`FirstLayerTable`."""
+        hidden = self.activation(table.first_layer(features))
+        for layer in self.hidden_layers[1:]:
+            hidden = self.activation(layer(hidden))
+        return self.output(hidden)
+
     def load_pretrained(self, path, words_vocab, normalize):
         """Copy vectors from a text file (``word v1 v2 ...`` per line) into the word embedding.
 
@@ -93,3 +124,33 @@ class ParserModel(nn.Module):
                         [float(value) for value in parts[1:]])
                 found += 1
         return found
+
+
+class FirstLayerTable:
+    """Rows of precomputed first-layer products, and the row of each feature value.
+
+    Row layout: word position f, batch word j -> ``f * n_batch_words + j``; then tag position
+    f, tag t -> ``words_end + f * n_tags + t``; then labels likewise.
+    """
+
+    def __init__(self, table, bias, word_ids, n_tags, n_labels):
+        self.table, self.bias = table, bias
+        device = table.device
+        n_words = len(word_ids)
+        # Global word id -> row within the batch's words (-1 where absent).
+        self.word_row = torch.full((int(word_ids.max()) + 1,), -1, dtype=torch.long,
+                                   device=device)
+        self.word_row[word_ids] = torch.arange(n_words, device=device)
+        word_offsets = torch.arange(N_WORD_FEATURES, device=device) * n_words
+        tag_offsets = (N_WORD_FEATURES * n_words
+                       + torch.arange(N_TAG_FEATURES, device=device) * n_tags)
+        label_offsets = (N_WORD_FEATURES * n_words + N_TAG_FEATURES * n_tags
+                         + torch.arange(N_LABEL_FEATURES, device=device) * n_labels)
+        self.offsets = torch.cat([word_offsets, tag_offsets, label_offsets])
+
+    def first_layer(self, features):
+        """``features [batch, 48]`` (vocabulary ids) -> first layer pre-activation."""
+        rows = features.clone()
+        rows[:, :N_WORD_FEATURES] = self.word_row[features[:, :N_WORD_FEATURES]]
+        rows += self.offsets
+        return torch.nn.functional.embedding_bag(rows, self.table, mode="sum") + self.bias

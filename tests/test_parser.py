@@ -139,3 +139,18 @@ def test_cli_predict_refuses_to_overwrite_input_and_reports_bad_files(tmp_path):
     assert f"{bad}:1:" in result.output and "Traceback" not in result.output
     result = runner.invoke(main, ["predict", str(treebank), "--model", str(tmp_path / "no.pt")])
     assert result.exit_code == 1 and "no parser model" in result.output
+
+
+def test_precomputed_first_layer_gives_the_same_scores(tmp_path):
+    sentences = list(conll.read(write_treebank(tmp_path / "t.conllu")))
+    vocabs = build_vocabs(sentences, "xpos", min_word_freq=1)
+    torch.manual_seed(1)
+    for layers, activation in ((1, "cube"), (2, "relu")):
+        model = ParserModel(ParserConfig(len(vocabs["words"]), len(vocabs["tags"]),
+                                         len(vocabs["labels"]), hidden=12, layers=layers,
+                                         activation=activation)).eval()
+        features, _, _ = make_examples(sentences, vocabs, "xpos")
+        batch_words = torch.unique(torch.cat([features[:, :18].flatten(), torch.tensor([0])]))
+        table = model.precompute(batch_words)
+        torch.testing.assert_close(model.score_precomputed(table, features), model(features),
+                                   rtol=1e-4, atol=1e-4)
