@@ -21,7 +21,8 @@ from parser.decode import parse_sentences
 from parser.model import ParserConfig, ParserModel
 from parser.scorer import AttachmentScore
 
-DEFAULT_LR = {"adam": 0.001, "adagrad": 0.01}
+# Adam at 0.003 beat 0.001 (slower) and 0.01 (unstable) on EWT dev with batches of 10,000.
+DEFAULT_LR = {"adam": 0.003, "adagrad": 0.01}
 
 
 @dataclass
