@@ -51,7 +51,8 @@ def train_parser(args):
     work.mkdir(parents=True, exist_ok=True)
     full = work / "parser_full.pt"
     options = ["train", "--epochs", str(args.epochs), "--out", str(full), "--seed",
-               str(args.seed), "--metrics-json", str(work / "train_metrics.json")]
+               str(args.seed), "--metrics-json", str(work / "train_metrics.json"),
+               "--quiet"]
     if args.data_dir:
         options += ["--data-dir", args.data_dir]
     if args.resume:

@@ -154,3 +154,19 @@ def test_precomputed_first_layer_gives_the_same_scores(tmp_path):
         table = model.precompute(batch_words)
         torch.testing.assert_close(model.score_precomputed(table, features), model(features),
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_shipped_default_model_parses_without_model_option(tmp_path):
+    from parser.cli import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.exists():
+        import pytest
+
+        pytest.skip("no shipped parser model in this checkout")
+    unparsed = tmp_path / "in.conllu"
+    unparsed.write_text(conllu_text(SENTENCES).replace("\t3\tnsubj\t", "\t_\t_\t"))
+    result = CliRunner().invoke(main, ["predict", str(unparsed), "-o", str(tmp_path / "o.conllu")])
+    assert result.exit_code == 0, result.output
+    parsed = list(conll.read(tmp_path / "o.conllu"))  # the reader validates every tree
+    assert [len(s) for s in parsed] == [4, 6, 3, 7]
+    assert parsed[0].heads[2] == 0  # "barks" is the root of "The dog barks ."
