@@ -170,3 +170,19 @@ def test_shipped_default_model_parses_without_model_option(tmp_path):
     parsed = list(conll.read(tmp_path / "o.conllu"))  # the reader validates every tree
     assert [len(s) for s in parsed] == [4, 6, 3, 7]
     assert parsed[0].heads[2] == 0  # "barks" is the root of "The dog barks ."
+
+
+def test_cli_resume_continues_an_interrupted_run(tmp_path):
+    treebank = write_treebank(tmp_path / "t.conllu", repeat=3)
+    model_path = tmp_path / "m.pt"
+    common = ["train", "--train", str(treebank), "--dev", str(treebank), "--hidden", "16",
+              "--layers", "1", "--out", str(model_path), "--quiet", "--device", "cpu"]
+    runner = CliRunner()
+    first = runner.invoke(main, common + ["--epochs", "2"])
+    assert first.exit_code == 0, first.output
+    resumed = runner.invoke(main, common + ["--epochs", "3", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming after epoch 2" in resumed.output
+    assert "epoch 3:" in resumed.output and "epoch 1:" not in resumed.output
+    state = torch.load(str(model_path) + ".resume", weights_only=True)
+    assert state["epoch"] == 3 and "optimizer" in state
