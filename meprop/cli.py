@@ -4,6 +4,13 @@ import json
 
 import click
 
+from meprop.cli_options import (
+    device_option,
+    dropout_option,
+    metrics_json_option,
+    mode_option,
+    seed_option,
+)
 from meprop.training import OPTIMIZERS
 
 MODE_HELP = ("per_example: each example keeps its own top-k gradient entries (sparse products); "
@@ -18,8 +25,7 @@ def main():
 @main.command()
 @click.option("--k", type=click.IntRange(min=0), default=20, show_default=True,
               help="Gradient entries kept per layer in backprop; 0 means dense (the baseline).")
-@click.option("--mode", type=click.Choice(["per_example", "unified"]), default="per_example",
-              show_default=True, help=MODE_HELP)
+@mode_option(MODE_HELP)
 @click.option("--selection", type=click.Choice(["topk", "random"]), default="topk",
               show_default=True, help="Keep the largest-magnitude entries, or random ones "
               "(ablation).")
@@ -35,17 +41,13 @@ def main():
               help="Units per hidden layer.")
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Number of hidden layers.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              show_default=True, help="Dropout after each hidden layer.")
-@click.option("--seed", type=int, default=1, show_default=True,
-              help="Seed for initialisation, shuffling and random selection.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where to train; auto picks cuda when available.")
+@dropout_option(0.0)
+@seed_option("Seed for initialisation, shuffling and random selection.")
+@device_option()
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding mnist/*.gz (else $MEPROP_DATA, else ~/.cache/meprop, "
               "downloading there).")
-@click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
-              help="Write the final metrics to this file as a flat JSON object.")
+@metrics_json_option()
 @click.option("--limit", type=click.IntRange(min=1), default=None, hidden=True,
               help="Train on the first N training images only (for quick checks).")
 def mnist(k, mode, selection, epochs, batch_size, optimizer, lr, hidden, layers, dropout, seed,

@@ -12,6 +12,13 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import click  # noqa: E402
 
+from meprop.cli_options import (  # noqa: E402
+    device_option,
+    dropout_option,
+    metrics_json_option,
+    mode_option,
+    seed_option,
+)
 from meprop.training import OPTIMIZERS  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "en_ewt.pt"
@@ -34,17 +41,15 @@ def main():
               "[default: UD English EWT dev].")
 @click.option("--k", type=click.IntRange(min=0), default=20, show_default=True,
               help="Gradient entries kept per example in hidden and output layers; 0 = dense.")
-@click.option("--mode", type=click.Choice(["per_example", "unified"]), default="per_example",
-              show_default=True, help="per_example: each transition keeps its own top-k; "
-              "unified: one k-set per minibatch.")
+@mode_option("per_example: each transition keeps its own top-k; unified: one k-set per "
+             "minibatch.")
 @click.option("--hidden", type=click.IntRange(min=1), default=500, show_default=True,
               help="Units per hidden layer (Chen & Manning: 200).")
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Number of hidden layers (Chen & Manning: 1).")
 @click.option("--activation", type=click.Choice(["relu", "cube", "tanh"]), default="relu",
               show_default=True, help="Hidden activation (Chen & Manning: cube).")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5,
-              show_default=True, help="Dropout after each hidden layer.")
+@dropout_option(0.5)
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
               help="Training epochs; the epoch with the best dev UAS is kept.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=10000, show_default=True,
@@ -60,10 +65,8 @@ def main():
               help="Training words seen fewer times share the unknown-word embedding.")
 @click.option("--embeddings", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Pre-trained word vectors, text format 'word v1 ... v50' per line.")
-@click.option("--seed", type=int, default=1, show_default=True,
-              help="Seed for initialisation and batch order.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="auto picks cuda when available.")
+@seed_option("Seed for initialisation and batch order.")
+@device_option()
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Where to find UD English EWT (else $MEPROP_DATA, else the cache, "
               "downloading there).")
@@ -71,8 +74,7 @@ def main():
               help="Continue an interrupted run from OUT.resume (same options).")
 @click.option("--out", type=click.Path(dir_okay=False), default="parser.pt", show_default=True,
               help="Where to write the best model (and OUT.resume, the training state).")
-@click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
-              help="Write final metrics as a flat JSON object.")
+@metrics_json_option()
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(train_file, dev_file, k, mode, hidden, layers, activation, dropout, epochs, batch_size,
           optimizer, lr, pos_column, min_word_freq, embeddings, seed, device, data_dir, resume,
@@ -155,8 +157,7 @@ def predict(input_file, model_path, output):
               help="Parse GOLD with this model and score it [default: the shipped model].")
 @click.option("--pred", "pred_file", type=click.Path(dir_okay=False), default=None,
               help="Score this already-parsed file instead of running a model.")
-@click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
-              help="Write uas, las and uas_no_punct (percent) as a flat JSON object.")
+@metrics_json_option()
 def evaluate(gold_file, model_path, pred_file, metrics_json):
     """UAS and LAS over all words (LAS on the universal part of DEPREL, before any ':'), and
     UAS without punctuation."""
