@@ -28,6 +28,8 @@ def parse_args():
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-thp", action="store_true", help="leave huge-page allocation off")
     parser.add_argument("--quick", action="store_true", help="smallest shapes only (for tests)")
+    parser.add_argument("--gpu-paper", action="store_true",
+                        help="the paper's GPU setting instead: 8192->8192, batch 1024, k 8..512")
     return parser.parse_args()
 
 
@@ -48,6 +50,10 @@ CASES = [
     ("MNIST hidden 1", 784, 500, 10, 80),
     ("MNIST hidden 2", 500, 500, 10, 80),
 ]
+
+# The paper's GPU experiment (Sun et al. 2017, Figure/Table on GPU): a synthetic layer of hidden
+# 8192 at batch 1024, unified top-k with k from 8 to 512.
+GPU_PAPER_CASES = [("GPU synthetic", 8192, 8192, 1024, k) for k in (8, 16, 32, 64, 128, 256, 512)]
 
 
 def synchronize(device):
@@ -88,6 +94,8 @@ def main(args):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cases = CASES[2:4] if args.quick else CASES
+    if args.gpu_paper:
+        cases = GPU_PAPER_CASES
     print(f"# meProp backward benchmark: torch {torch.__version__}, device {device}, "
           f"threads {torch.get_num_threads()}, THP_MEM_ALLOC_ENABLE="
           f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}")
