@@ -2,13 +2,14 @@
 Accelerated Deep Learning with Reduced Overfitting", ICML 2017)."""
 
 from meprop.functional import PerExampleLinear, UnifiedLinear, linear
-from meprop.nn import Linear
+from meprop.nn import LSTM, Linear
 from meprop.stats import BackwardRecord, rows_touched, stats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackwardRecord",
+    "LSTM",
     "Linear",
     "PerExampleLinear",
     "UnifiedLinear",

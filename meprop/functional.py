@@ -39,6 +39,25 @@ def _compute_dtypes(grad_output, input, weight):
     return input.to(dtype), weight.to(dtype)
 
 
+def sparse_weight_grad(indices, values, inputs, out_features):
+    """``(M * dY)^T @ X`` from the kept entries alone, and the kept-entry count per row.
+
+    ``indices``/``values``: ``[batch, k]`` kept columns of dY and their values; ``inputs``:
+    ``[batch, in]``. Kept entries are grouped by output row (a stable sort); each row of the
+    result is then a weighted sum of the input rows of the examples that kept it, which
+    ``embedding_bag`` computes without building the masked gradient. Rows nobody kept are 0.
+    """
+    k = indices.shape[1]
+    rows_sorted, order = torch.sort(indices.reshape(-1), stable=True)
+    counts = torch.bincount(rows_sorted, minlength=out_features)  # kept entries per row
+    offsets = torch.zeros_like(counts)
+    torch.cumsum(counts[:-1], dim=0, out=offsets[1:])
+    examples = torch.div(order, k, rounding_mode="floor")
+    grad_weight = F.embedding_bag(
+        examples, inputs, offsets, per_sample_weights=values.reshape(-1)[order], mode="sum")
+    return grad_weight, counts
+
+
 class _MePropLinear(torch.autograd.Function):
     """Shared forward (``F.linear``) and context; each subclass is one meProp variant.
 
@@ -75,17 +94,11 @@ class PerExampleLinear(_MePropLinear):
             # Row b of grad_input = sum_j values[b, j] * W[indices[b, j]].
             grad_input = F.embedding_bag(indices, weight_c, per_sample_weights=values, mode="sum")
             grad_input = grad_input.to(input.dtype)
-        if need_weight or ctx.record is not None:
-            rows_sorted, order = torch.sort(indices.reshape(-1), stable=True)
-            counts = torch.bincount(rows_sorted, minlength=out_features)  # kept entries per row
         if need_weight:
-            # Group kept entries by output row; each group is a weighted sum of input rows.
-            offsets = torch.zeros_like(counts)
-            torch.cumsum(counts[:-1], dim=0, out=offsets[1:])
-            examples = torch.div(order, k, rounding_mode="floor")
-            grad_weight = F.embedding_bag(
-                examples, input_c, offsets, per_sample_weights=values.reshape(-1)[order], mode="sum"
-            ).to(weight.dtype)
+            grad_weight, counts = sparse_weight_grad(indices, values, input_c, out_features)
+            grad_weight = grad_weight.to(weight.dtype)
+        elif ctx.record is not None:
+            counts = torch.bincount(indices.reshape(-1), minlength=out_features)
         if need_bias:
             grad_bias = grad_output.sum(0)
         if ctx.record is not None:

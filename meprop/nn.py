@@ -3,8 +3,9 @@
 import torch.nn as nn
 
 from meprop.functional import linear
+from meprop.lstm import lstm_forward
 from meprop.selection import check_k, check_mode, check_selection, is_dense
-from meprop.stats import BackwardRecord
+from meprop.stats import BackwardRecord, CompositeRecord
 
 
 class Linear(nn.Linear):
@@ -33,6 +34,52 @@ class Linear(nn.Linear):
     def forward(self, input):
         return linear(input, self.weight, self.bias, self.k, self.mode, self.selection,
                       record=self.backward_record)
+
+    def extra_repr(self):
+        text = f"{super().extra_repr()}, k={self.k}, mode={self.mode}"
+        return text if self.selection == "topk" else f"{text}, selection={self.selection}"
+
+
+class LSTM(nn.LSTM):
+    """``nn.LSTM`` whose back propagation through time keeps only k entries of each gate's
+    gradient (the rule is in :mod:`meprop.lstm`).
+
+    Same constructor arguments (``proj_size`` excepted), parameters (``weight_ih_l0``,
+    ``weight_hh_l0_reverse``, ...), inputs (a padded tensor or a ``PackedSequence``, optional
+    ``(h0, c0)``) and return value ``(output, (h_n, c_n))`` as ``nn.LSTM``, so state dicts
+    interchange. With k None, 0 or >= hidden_size it *is* ``nn.LSTM`` (PyTorch's own kernels).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, k=None, mode="per_example", selection="topk",
+                 device=None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype)
+        self.k = check_k(k)
+        self.mode = check_mode(mode)
+        self.selection = check_selection(selection)
+        self._part_records = [BackwardRecord() for _ in range(num_layers * self._directions)]
+        self.backward_record = CompositeRecord(self._part_records)
+
+    @property
+    def _directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def out_rows(self):
+        """Gate rows of all layers and directions (each W_ih/W_hh pair shares its rows)."""
+        return 4 * self.hidden_size * self.num_layers * self._directions
+
+    @property
+    def k_ratio(self):
+        return 1.0 if is_dense(self.k, self.hidden_size) else self.k / self.hidden_size
+
+    def forward(self, input, hx=None):
+        if is_dense(self.k, self.hidden_size):
+            for record in self._part_records:
+                record.touched = 4 * self.hidden_size
+            return super().forward(input, hx)
+        return lstm_forward(self, input, hx)
 
     def extra_repr(self):
         text = f"{super().extra_repr()}, k={self.k}, mode={self.mode}"

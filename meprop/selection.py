@@ -65,3 +65,21 @@ def unified_indices(grad_output, k, selection="topk"):
         scores = grad_output.abs().sum(dim=0, dtype=dtype)
         return scores.topk(k, sorted=False).indices
     return torch.randperm(grad_output.shape[1], device=grad_output.device)[:k]
+
+
+def gate_indices(grad_gates, k, n_gates, mode="per_example", selection="topk"):
+    """Kept entries of a recurrent layer's gate gradient: ``[batch, n_gates * k]`` columns.
+
+    ``grad_gates`` is ``[batch, n_gates * hidden]`` (an LSTM's i, f, g, o pre-activations side
+    by side). Each gate keeps its own k of its ``hidden`` entries — per row (``per_example``),
+    or one set per gate shared by every row (``unified``, returned expanded to every row).
+    """
+    batch = grad_gates.shape[0]
+    hidden = grad_gates.shape[1] // n_gates
+    offsets = torch.arange(n_gates, device=grad_gates.device).unsqueeze(1) * hidden  # [gates, 1]
+    if mode == "per_example":
+        per_gate = per_example_indices(grad_gates.reshape(batch * n_gates, hidden), k, selection)
+        return (per_gate.reshape(batch, n_gates, k) + offsets).reshape(batch, n_gates * k)
+    per_gate = torch.stack([unified_indices(chunk, k, selection)
+                            for chunk in grad_gates.split(hidden, dim=1)])  # [gates, k]
+    return (per_gate + offsets).reshape(1, n_gates * k).expand(batch, -1)

@@ -12,6 +12,18 @@ class BackwardRecord:
     touched: object = None  # rows updated by the last backward: int or 0-d tensor; None = none yet
 
 
+class CompositeRecord(BackwardRecord):
+    """The rows touched by several Functions of one module (an LSTM's layers and directions)."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    @property
+    def touched(self):
+        values = [part.touched for part in self.parts]
+        return None if any(value is None for value in values) else sum(values)
+
+
 def _meprop_layers(model):
     for name, module in model.named_modules():
         record = getattr(module, "backward_record", None)

@@ -1,0 +1,219 @@
+"""meProp LSTM: the ordinary LSTM forward, top-k sparsified back propagation through time.
+
+The rule, for one layer, one direction and one time step t (gates i, f, g, o in ``nn.LSTM``'s
+order, each ``hidden`` wide):
+
+    pre_t  = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh                  [batch, 4 * hidden]
+    dpre_t = d loss / d pre_t   (from h_t and c_t, with everything later steps sent back)
+    kept_t = dpre_t with, in each gate, only its k entries of largest magnitude — per example
+             (each row its own k) or unified (one k-set per gate for the batch at this step)
+    d x_t       = kept_t @ W_ih            (k rows of W_ih per gate)
+    d h_{t-1}   = kept_t @ W_hh            (the recurrence carries only the kept entries)
+    d c_{t-1}   = d c_t * f_t              (elementwise, exact)
+    d W_ih     += kept_t^T x_t,  d W_hh += kept_t^T h_{t-1}   (only kept rows are written)
+    d b_ih = d b_hh = sum_t dpre_t         (the full gate gradient, as ``meprop.linear``'s bias)
+
+Sequences of different lengths travel as ``PackedSequence`` data: rows of the packed tensor are
+(time step, sequence) pairs, and at step t only the first ``batch_sizes[t]`` sequences are
+active. The input products for all steps are one matmul in the forward pass and one sparse
+product over all kept entries in the backward pass; only the recurrent products run per step.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+from torch.nn.utils.rnn import PackedSequence
+
+from meprop.functional import sparse_weight_grad
+from meprop.selection import gate_indices
+
+N_GATES = 4
+
+
+def _step_rows(batch_sizes, reverse):
+    """``(first_row, active_rows)`` of each time step in processing order."""
+    starts, total = [], 0
+    for size in batch_sizes:
+        starts.append(total)
+        total += size
+    steps = list(zip(starts, batch_sizes, strict=True))
+    return steps[::-1] if reverse else steps
+
+
+class LSTMLayerFunction(torch.autograd.Function):
+    """One LSTM layer in one direction over packed data.
+
+    ``apply(data [N, in], h0 [B, H], c0 [B, H], weight_ih [4H, in], weight_hh [4H, H],
+    bias_ih, bias_hh ([4H] or None), batch_sizes (list of ints), reverse, k, mode, selection,
+    record)`` returns ``(output [N, H], h_n [B, H], c_n [B, H])`` followed by four tensors
+    the backward needs (gate activations, cells, previous h and c per row), which carry no
+    gradient. ``k`` None or 0 gives the exact dense BPTT with dense products; ``k >= H`` keeps
+    every entry but still runs the sparse products (the tests compare the two).
+    """
+
+    @staticmethod
+    def forward(data, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, reverse, k,
+                mode, selection, record):
+        hidden = weight_hh.shape[1]
+        bias = None
+        if bias_ih is not None:
+            bias = bias_ih + bias_hh
+        projected = F.linear(data, weight_ih, bias)  # every step's input product at once
+        rows_total = data.shape[0]
+        output = data.new_empty(rows_total, hidden)
+        gates = data.new_empty(rows_total, N_GATES * hidden)
+        cells = data.new_empty(rows_total, hidden)
+        h_prev_rows = data.new_empty(rows_total, hidden)
+        c_prev_rows = data.new_empty(rows_total, hidden)
+        h, c = h0.clone(), c0.clone()
+        for start, size in _step_rows(batch_sizes, reverse):
+            rows = slice(start, start + size)
+            h_prev_rows[rows], c_prev_rows[rows] = h[:size], c[:size]
+            pre = torch.addmm(projected[rows], h[:size], weight_hh.t())
+            act = pre.sigmoid()
+            act[:, 2 * hidden:3 * hidden] = pre[:, 2 * hidden:3 * hidden].tanh()
+            in_gate, forget_gate, cell_gate, out_gate = act.chunk(N_GATES, 1)
+            c_new = torch.addcmul(forget_gate * c[:size], in_gate, cell_gate)
+            h_new = out_gate * c_new.tanh()
+            gates[rows], cells[rows], output[rows] = act, c_new, h_new
+            h[:size], c[:size] = h_new, c_new
+        return output, h, c, gates, cells, h_prev_rows, c_prev_rows
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        data, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, reverse, k, mode, \
+            selection, record = inputs
+        gates, cells, h_prev_rows, c_prev_rows = output[3:]
+        ctx.mark_non_differentiable(gates, cells, h_prev_rows, c_prev_rows)
+        ctx.save_for_backward(data, weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows)
+        ctx.batch_sizes, ctx.reverse, ctx.k, ctx.mode = batch_sizes, reverse, k, mode
+        ctx.selection, ctx.record = selection, record
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output, grad_h_n, grad_c_n, *unused):
+        data, weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows = ctx.saved_tensors
+        hidden = weight_hh.shape[1]
+        dense = ctx.k is None or ctx.k == 0
+        k = None if dense else min(ctx.k, hidden)
+        grad_pre = torch.empty_like(gates)  # the full gate gradient, for the biases
+        if not dense:
+            kept_columns = torch.empty(gates.shape[0], N_GATES * k, dtype=torch.long,
+                                       device=gates.device)
+            kept_values = gates.new_empty(gates.shape[0], N_GATES * k)
+        grad_h, grad_c = grad_h_n.clone(), grad_c_n.clone()
+        for start, size in reversed(_step_rows(ctx.batch_sizes, ctx.reverse)):
+            rows = slice(start, start + size)
+            in_gate, forget_gate, cell_gate, out_gate = gates[rows].chunk(N_GATES, 1)
+            tanh_cell = cells[rows].tanh()
+            grad_h_step = grad_output[rows] + grad_h[:size]
+            grad_c_step = grad_c[:size] + grad_h_step * out_gate * (1 - tanh_cell * tanh_cell)
+            step_grad = torch.cat([
+                grad_c_step * cell_gate * in_gate * (1 - in_gate),
+                grad_c_step * c_prev_rows[rows] * forget_gate * (1 - forget_gate),
+                grad_c_step * in_gate * (1 - cell_gate * cell_gate),
+                grad_h_step * tanh_cell * out_gate * (1 - out_gate),
+            ], dim=1)
+            grad_pre[rows] = step_grad
+            if dense:
+                grad_h[:size] = step_grad @ weight_hh
+            else:
+                columns = gate_indices(step_grad, k, N_GATES, ctx.mode, ctx.selection)
+                values = step_grad.gather(1, columns)
+                kept_columns[rows], kept_values[rows] = columns, values
+                grad_h[:size] = F.embedding_bag(columns, weight_hh, per_sample_weights=values,
+                                                mode="sum")
+            grad_c[:size] = grad_c_step * forget_gate
+
+        need_data, _, _, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:7]
+        grad_data = grad_w_ih = grad_w_hh = None
+        if dense:
+            if need_data:
+                grad_data = grad_pre @ weight_ih
+            if need_w_ih:
+                grad_w_ih = grad_pre.t() @ data
+            if need_w_hh:
+                grad_w_hh = grad_pre.t() @ h_prev_rows
+            touched = weight_hh.shape[0]
+        else:
+            if need_data:
+                grad_data = F.embedding_bag(kept_columns, weight_ih,
+                                            per_sample_weights=kept_values, mode="sum")
+            grad_w_ih, counts = sparse_weight_grad(kept_columns, kept_values, data,
+                                                   weight_ih.shape[0])
+            if need_w_hh:
+                grad_w_hh, _ = sparse_weight_grad(kept_columns, kept_values, h_prev_rows,
+                                                  weight_hh.shape[0])
+            touched = (counts > 0).sum()
+        if ctx.record is not None:
+            ctx.record.touched = touched
+        grad_bias = grad_pre.sum(0) if (need_b_ih or need_b_hh) else None
+        return (grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh,
+                grad_bias if need_b_ih else None, grad_bias if need_b_hh else None,
+                None, None, None, None, None, None)
+
+
+def _as_packed_data(module, input):
+    """``(data [N, in], batch_sizes, restore)``: any ``nn.LSTM`` input as packed rows, and a
+    function turning packed output rows back into the caller's layout."""
+    if isinstance(input, PackedSequence):
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+
+        def restore(output):
+            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+
+        return data, batch_sizes.tolist(), restore, sorted_indices, unsorted_indices
+    unbatched = input.dim() == 2
+    steps = input.unsqueeze(1) if unbatched else (
+        input.transpose(0, 1) if module.batch_first else input)  # [T, B, in]
+    length, batch = steps.shape[:2]
+
+    def restore(output):
+        output = output.reshape(length, batch, -1)
+        if unbatched:
+            return output.squeeze(1)
+        return output.transpose(0, 1) if module.batch_first else output
+
+    return steps.reshape(length * batch, -1), [batch] * length, restore, None, None
+
+
+def lstm_forward(module, input, hx=None):
+    """The forward of :class:`meprop.nn.LSTM` on its sparse path: ``(output, (h_n, c_n))``."""
+    data, batch_sizes, restore, sorted_indices, unsorted_indices = _as_packed_data(module, input)
+    unbatched = not isinstance(input, PackedSequence) and input.dim() == 2
+    directions = 2 if module.bidirectional else 1
+    batch = batch_sizes[0]
+    if hx is None:
+        zeros = data.new_zeros(module.num_layers * directions, batch, module.hidden_size)
+        h0, c0 = zeros, zeros
+    else:
+        h0, c0 = hx
+        if unbatched:
+            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+        if sorted_indices is not None:
+            h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
+    layer_input, h_n, c_n = data, [], []
+    for layer in range(module.num_layers):
+        outputs = []
+        for direction in range(directions):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            index = layer * directions + direction
+            bias_ih = getattr(module, "bias_ih" + suffix) if module.bias else None
+            bias_hh = getattr(module, "bias_hh" + suffix) if module.bias else None
+            output, h_last, c_last, *_ = LSTMLayerFunction.apply(
+                layer_input, h0[index], c0[index], getattr(module, "weight_ih" + suffix),
+                getattr(module, "weight_hh" + suffix), bias_ih, bias_hh, batch_sizes,
+                bool(direction), module.k, module.mode, module.selection,
+                module._part_records[index])
+            outputs.append(output)
+            h_n.append(h_last)
+            c_n.append(c_last)
+        layer_input = torch.cat(outputs, dim=1) if directions == 2 else outputs[0]
+        if module.dropout and module.training and layer < module.num_layers - 1:
+            layer_input = F.dropout(layer_input, module.dropout, training=True)
+    h_n, c_n = torch.stack(h_n), torch.stack(c_n)
+    if unsorted_indices is not None:
+        h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
+    if unbatched:
+        h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+    return restore(layer_input), (h_n, c_n)
