@@ -5,6 +5,11 @@ from collections import Counter
 PAD, UNK = "<pad>", "<unk>"
 
 
+def normalize_word(form):
+    """Lower-cased, digits mapped to 0: shares statistics across casing and numbers."""
+    return "".join("0" if ch.isdigit() else ch for ch in form.lower())
+
+
 class Vocab:
     """A string <-> index map with optional padding and unknown entries.
 

@@ -2,17 +2,12 @@
 
 import torch
 
-from data.vocab import Vocab
+from data.vocab import Vocab, normalize_word  # noqa: F401  (re-exported for the parser)
 from parser.features import N_FEATURES, extract
 from parser.transition import TransitionSystem, is_projective, oracle
 
 ROOT = "<root>"
 PUNCT_XPOS = {"``", "''", ",", ".", ":", "-LRB-", "-RRB-", "#", "$", "HYPH", "NFP"}
-
-
-def normalize_word(form):
-    """Lower-cased, digits mapped to 0: shares statistics across casing and numbers."""
-    return "".join("0" if ch.isdigit() else ch for ch in form.lower())
 
 
 def base_label(deprel):

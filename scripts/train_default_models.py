@@ -1,11 +1,12 @@
 """Train the default models shipped in the package, on UD English EWT.
 
     python scripts/train_default_models.py parser [--epochs 30] [--data-dir DIR]
+    python scripts/train_default_models.py tagger [--epochs 10] [--data-dir DIR]
 
-Trains with the command-line defaults of ``parse train`` (model selection on EWT dev only),
-stores the weights in float16 (the shipped file must stay under 8 MB) at
-``parser/models/en_ewt.pt``, and scores the stored model on EWT dev and test with gold POS,
-writing ``results/default_parser.json``. The tagger arrives with its issue.
+Trains with the command-line defaults of ``parse train`` / ``tag train`` (model selection on
+EWT dev only), stores the weights in float16 (the shipped file must stay under 8 MB) at
+``parser/models/en_ewt.pt`` / ``tagger/models/en_ewt.pt``, and scores the stored model on EWT
+dev and test (the parser with gold POS), writing ``results/default_{parser,tagger}.json``.
 """
 
 import argparse
@@ -27,9 +28,18 @@ sys.path.insert(0, str(ROOT))
 from data import conll  # noqa: E402
 from data.datasets import split_path  # noqa: E402
 from meprop.training import load_checkpoint, save_checkpoint  # noqa: E402
-from parser.cli import DEFAULT_MODEL  # noqa: E402
-from parser.cli import main as parse_main  # noqa: E402
-from parser.trainer import evaluate, load_model  # noqa: E402
+from parser import cli as parser_cli  # noqa: E402
+from parser import trainer as parser_trainer  # noqa: E402
+from tagger import cli as tagger_cli  # noqa: E402
+from tagger import predict as tagger_predict  # noqa: E402
+from tagger import trainer as tagger_trainer  # noqa: E402
+
+MODELS = {  # name -> (CLI group, shipped path, load_model, evaluate)
+    "parser": (parser_cli.main, parser_cli.DEFAULT_MODEL, parser_trainer.load_model,
+               parser_trainer.evaluate),
+    "tagger": (tagger_cli.main, tagger_cli.DEFAULT_MODEL, tagger_predict.load_model,
+               tagger_trainer.evaluate),
+}
 
 MAX_BYTES = 8 * 1024 * 1024
 
@@ -46,40 +56,46 @@ def shrink(source, target):
     return size
 
 
-def train_parser(args):
-    work = ROOT / "results" / "default_parser"
+def train_default(args):
+    command, shipped, load_model, evaluate = MODELS[args.model]
+    work = ROOT / "results" / f"default_{args.model}"
     work.mkdir(parents=True, exist_ok=True)
-    full = work / "parser_full.pt"
-    options = ["train", "--epochs", str(args.epochs), "--out", str(full), "--seed",
+    full = work / f"{args.model}_full.pt"
+    options = ["train", "--out", str(full), "--seed",
                str(args.seed), "--metrics-json", str(work / "train_metrics.json"),
                "--quiet"]
+    if args.epochs:
+        options += ["--epochs", str(args.epochs)]
     if args.data_dir:
         options += ["--data-dir", args.data_dir]
     if args.resume:
         options.append("--resume")
-    result = CliRunner().invoke(parse_main, options, catch_exceptions=False)
+    result = CliRunner().invoke(command, options, catch_exceptions=False)
     print(result.output)
     if result.exit_code:
         raise SystemExit(result.exit_code)
-    size = shrink(full, DEFAULT_MODEL)
-    model, vocabs = load_model(DEFAULT_MODEL)
+    size = shrink(full, shipped)
+    model, vocabs = load_model(shipped)
     metrics = {"model_bytes": size, "threads": torch.get_num_threads()}
     for split in ("dev", "test"):
-        gold = [s for s in conll.read(split_path("ud-english-ewt", split, args.data_dir)) if len(s)]
+        path = split_path("ud-english-ewt", split, args.data_dir)
+        gold = [s for s in conll.read(path) if len(s)]
         metrics.update(evaluate(model, vocabs, gold).metrics(f"{split}_"))
-    (ROOT / "results" / "default_parser.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    summary = ROOT / "results" / f"default_{args.model}.json"
+    summary.write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", choices=["parser"])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("model", choices=list(MODELS))
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="default: the command's own default")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
-    train_parser(args)
+    train_default(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""BiLSTM tagger: word + affix/shape embeddings -> meProp BiLSTM -> one softmax per tag column."""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import PackedSequence, pack_sequence
+
+import meprop
+from tagger.data import FEATURE_NAMES
+
+
+@dataclass
+class TaggerConfig:
+    """Everything needed to rebuild the network; saved inside every checkpoint."""
+
+    n_words: int
+    feature_sizes: list  # vocabulary size of each feature in FEATURE_NAMES order
+    tag_sizes: dict  # column ("upos"/"xpos") -> number of tags
+    word_dim: int = 50
+    feature_dim: int = 20
+    hidden: int = 500
+    k: int = 5  # None = dense back propagation
+    mode: str = "per_example"
+    dropout: float = 0.5
+    word_dropout: float = 0.25  # alpha: a training word becomes UNK w.p. alpha / (alpha + count)
+    columns: list = field(default_factory=lambda: ["upos", "xpos"])
+
+
+class TaggerModel(nn.Module):
+    """``forward(inputs)`` takes a list of ``[n_words, 8]`` id tensors (one per sentence) and
+    returns ``{column: logits}`` over the packed words (``pack_sequence`` order)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.words = nn.Embedding(config.n_words, config.word_dim, padding_idx=0)
+        self.features = nn.ModuleList(
+            nn.Embedding(size, config.feature_dim, padding_idx=0) for size in config.feature_sizes)
+        input_size = config.word_dim + config.feature_dim * len(FEATURE_NAMES)
+        # The paper sparsifies the LSTM and leaves the tagging output layer dense.
+        self.lstm = meprop.LSTM(input_size, config.hidden, bidirectional=True, k=config.k,
+                                mode=config.mode)
+        self.dropout = nn.Dropout(config.dropout)
+        self.outputs = nn.ModuleDict(
+            {column: nn.Linear(2 * config.hidden, config.tag_sizes[column])
+             for column in config.columns})
+
+    def embed(self, ids):
+        """``[rows, 8]`` ids -> ``[rows, word_dim + 7 * feature_dim]``."""
+        parts = [self.words(ids[:, 0])]
+        parts += [embedding(ids[:, i + 1]) for i, embedding in enumerate(self.features)]
+        return torch.cat(parts, dim=1)
+
+    def forward(self, inputs, word_dropout_ids=None):
+        packed = pack_sequence(inputs, enforce_sorted=False)
+        ids = packed.data if word_dropout_ids is None else word_dropout_ids(packed.data)
+        embedded = self.dropout(self.embed(ids))
+        output, _ = self.lstm(PackedSequence(embedded, packed.batch_sizes, packed.sorted_indices,
+                                             packed.unsorted_indices))
+        hidden = self.dropout(output.data)
+        return {column: layer(hidden) for column, layer in self.outputs.items()}, packed
+
+    @torch.no_grad()
+    def predict(self, inputs):
+        """Best tag index per word: ``{column: [tensor [n_words] per sentence]}``."""
+        self.eval()
+        logits, packed = self(inputs)
+        lengths = [len(x) for x in inputs]
+        result = {}
+        for column, scores in logits.items():
+            best = PackedSequence(scores.argmax(1), packed.batch_sizes, packed.sorted_indices,
+                                  packed.unsorted_indices)
+            padded, _ = torch.nn.utils.rnn.pad_packed_sequence(best, batch_first=True)
+            result[column] = [padded[i, :length] for i, length in enumerate(lengths)]
+        return result

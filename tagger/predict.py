@@ -1,0 +1,43 @@
+"""Loading a tagger checkpoint and filling the tag columns of sentences."""
+
+import torch
+
+from data.vocab import Vocab
+from meprop.training import load_checkpoint
+from tagger.data import encode_inputs
+from tagger.model import TaggerConfig, TaggerModel
+
+
+def model_payload(model, vocabs):
+    """The shipped/predict checkpoint: config, vocabularies, weights — plain data only."""
+    from dataclasses import asdict
+
+    return {"config": asdict(model.config),
+            "vocabs": {name: vocab.to_dict() for name, vocab in vocabs.items()},
+            "model": model.state_dict()}
+
+
+def load_model(path, device="cpu"):
+    """``(model, vocabs)`` from a checkpoint written by :func:`model_payload`."""
+    payload = load_checkpoint(path)
+    if not {"config", "vocabs", "model"} <= payload.keys() or "tag_sizes" not in payload["config"]:
+        raise ValueError(f"{path} is not a tagger checkpoint")
+    vocabs = {name: Vocab.from_dict(data) for name, data in payload["vocabs"].items()}
+    model = TaggerModel(TaggerConfig(**payload["config"]))
+    model.load_state_dict({name: value.float() for name, value in payload["model"].items()})
+    return model.to(device).eval(), vocabs
+
+
+def tag_sentences(model, sentences, vocabs, batch_size=256):
+    """Fill the model's columns (``upos``/``xpos``) of each sentence in place; returns them."""
+    device = next(model.parameters()).device
+    order = sorted((i for i, s in enumerate(sentences) if len(s)), key=lambda i: len(sentences[i]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        inputs = [encode_inputs(sentences[i], vocabs).to(device) for i in batch]
+        with torch.no_grad():
+            best = model.predict(inputs)
+        for column, per_sentence in best.items():
+            for i, tag_ids in zip(batch, per_sentence, strict=True):
+                setattr(sentences[i], column, vocabs[column].decode(tag_ids.tolist()))
+    return sentences
