@@ -90,6 +90,48 @@ def bench_case(n_in, n_out, batch, k, device, repeats, warmup):
     return result
 
 
+# The tagger's recurrent layer: a BiLSTM over 50-d words + 7 x 20-d features, hidden 500 per
+# direction, one sentence of 25 words (the paper's minibatch), k=5 of each gate's 500 entries.
+LSTM_CASES = [("POS BiLSTM", 190, 500, 25, 5)]
+
+
+def time_lstm_backward(layer, inputs, device, repeats, warmup):
+    times = []
+    for rep in range(warmup + repeats):
+        inputs.grad = None
+        layer.zero_grad(set_to_none=True)
+        output, _ = layer(inputs)
+        grad_output = torch.ones_like(output)
+        synchronize(device)
+        start = time.perf_counter()
+        output.backward(grad_output)
+        synchronize(device)
+        if rep >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup):
+    torch.manual_seed(0)
+    inputs = torch.randn(length, 1, n_in, device=device, requires_grad=True)
+    dense = torch.nn.LSTM(n_in, hidden, bidirectional=True, device=device)
+    result = {"dense": time_lstm_backward(dense, inputs, device, repeats, warmup)}
+    for mode in ("per_example", "unified"):
+        layer = meprop.LSTM(n_in, hidden, bidirectional=True, k=k, mode=mode, device=device)
+        layer.load_state_dict(dense.state_dict())
+        result[mode] = time_lstm_backward(layer, inputs, device, repeats, warmup)
+    return result
+
+
+def print_row(name, shape, batch, k, times):
+    ms = {key: value * 1e3 for key, value in times.items()}
+    print(f"| {name} | {shape} | {batch} | {k} | {ms['dense']:.3f} | "
+          f"{ms['per_example']:.3f} | {ms['unified']:.3f} | "
+          f"{times['dense'] / times['per_example']:.2f} | "
+          f"{times['dense'] / times['unified']:.2f} |")
+    sys.stdout.flush()
+
+
 def main(args):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -106,12 +148,12 @@ def main(args):
     print("|---|---|---|---|---|---|---|---|---|")
     for name, n_in, n_out, batch, k in cases:
         times = bench_case(n_in, n_out, batch, k, device, args.repeats, args.warmup)
-        ms = {key: value * 1e3 for key, value in times.items()}
-        print(f"| {name} | {n_in}->{n_out} | {batch} | {k} | {ms['dense']:.3f} | "
-              f"{ms['per_example']:.3f} | {ms['unified']:.3f} | "
-              f"{times['dense'] / times['per_example']:.2f} | "
-              f"{times['dense'] / times['unified']:.2f} |")
-        sys.stdout.flush()
+        print_row(name, f"{n_in}->{n_out}", batch, k, times)
+    if args.gpu_paper:
+        return
+    for name, n_in, hidden, length, k in LSTM_CASES:
+        times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup)
+        print_row(name, f"{n_in}->{hidden} x2, {length} words", 1, k, times)
 
 
 if __name__ == "__main__":
