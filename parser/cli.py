@@ -125,17 +125,54 @@ def _same_file(a, b):
         return False
 
 
+def _tag_where_missing(sentences, pos_column, tagger_path, write_tags):
+    """Sentences to parse: where the file has no tag in the model's POS column (``_``, or
+    plain text), a copy tagged by the tagger (the default one unless ``tagger_path``); with
+    ``write_tags`` the predicted tags are also written into the original sentences."""
+    from parser.data import sentence_tags
+    from tagger.cli import DEFAULT_MODEL as DEFAULT_TAGGER
+    from tagger.predict import load_model as load_tagger
+    from tagger.predict import tag_sentences
+
+    untagged = [i for i, s in enumerate(sentences) if "_" in sentence_tags(s, pos_column)]
+    if not untagged:
+        return list(sentences)
+    path = Path(tagger_path) if tagger_path else DEFAULT_TAGGER
+    if not path.exists():
+        _fail(f"{len(untagged)} sentences have no {pos_column.upper()} tags and there is no "
+              f"tagger at {path}; tag them first ('tag predict') or give --tagger")
+    tagger, vocabs = load_tagger(path)
+    if pos_column not in tagger.config.columns:
+        _fail(f"the tagger at {path} predicts {', '.join(tagger.config.columns)}, but the "
+              f"parser needs {pos_column}")
+    tagged = tag_sentences(tagger, [sentences[i].copy() for i in untagged], vocabs)
+    to_parse = list(sentences)
+    for i, copy in zip(untagged, tagged, strict=True):
+        to_parse[i] = copy
+        if write_tags:
+            for column in tagger.config.columns:
+                setattr(sentences[i], column, list(getattr(copy, column)))
+    return to_parse
+
+
 @main.command()
 @click.argument("input_file", metavar="FILE")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="Parser checkpoint [default: the English model shipped with the package].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Where to write (atomically) [default: standard output].")
-def predict(input_file, model_path, output):
+@click.option("--tagger", "tagger_path", type=click.Path(dir_okay=False), default=None,
+              help="Tagger for sentences without POS tags [default: the shipped English "
+              "tagger].")
+@click.option("--write-tags", is_flag=True,
+              help="Also write the tags the tagger predicted (only for sentences that had none).")
+def predict(input_file, model_path, output, tagger_path, write_tags):
     """Parse FILE (CoNLL-U/CoNLL-X, or plain text, one sentence per line; - for stdin).
 
     Fills HEAD and DEPREL; every other column, comment and multiword-token line is kept as it
-    was. POS tags come from the file.
+    was. POS tags come from the file; sentences without them (``_``, or plain text) are tagged
+    by the default tagger first, whose tags are used internally and written only with
+    --write-tags.
     """
     from data import DataError, conll
     from parser.decode import parse_sentences
@@ -145,7 +182,11 @@ def predict(input_file, model_path, output):
     model, vocabs = _load(model_path)
     try:
         sentences = list(conll.read(input_file))
-        parse_sentences(model, sentences, vocabs)
+        to_parse = _tag_where_missing(sentences, model.config.pos_column, tagger_path,
+                                      write_tags)
+        parse_sentences(model, to_parse, vocabs)
+        for original, parsed in zip(sentences, to_parse, strict=True):
+            original.heads, original.deprels = parsed.heads, parsed.deprels
         conll.write(sentences, output or "-")
     except DataError as error:
         _fail(error)
