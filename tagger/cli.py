@@ -48,20 +48,21 @@ def main():
               help="Word embedding size (the paper: 50).")
 @click.option("--feature-dim", type=click.IntRange(min=1), default=20, show_default=True,
               help="Size of each of the 7 affix/shape feature embeddings (the paper: 20).")
-@dropout_option(0.5)
+@dropout_option(0.3)
 @click.option("--word-dropout", type=click.FloatRange(min=0), default=0.25, show_default=True,
               help="alpha: a training word is replaced by UNK with probability "
               "alpha / (alpha + its count); 0 = off.")
 @click.option("--min-word-freq", type=click.IntRange(min=1), default=2, show_default=True,
               help="Training words seen fewer times share the unknown-word embedding.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
               help="Training epochs; the epoch with the best dev accuracy is kept.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Sentences per minibatch (the paper: 1).")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True,
               help="Optimizer.")
 @click.option("--lr", type=float, default=None,
-              help="Learning rate [default: 0.001 for Adam, 0.01 for AdaGrad].")
+              help="Learning rate [default: 0.003 for Adam (chosen on EWT dev), 0.01 for "
+              "AdaGrad].")
 @seed_option("Seed for initialisation, batch order and word dropout.")
 @device_option()
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,

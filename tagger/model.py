@@ -22,7 +22,7 @@ class TaggerConfig:
     hidden: int = 500
     k: int = 5  # None = dense back propagation
     mode: str = "per_example"
-    dropout: float = 0.5
+    dropout: float = 0.3
     word_dropout: float = 0.25  # alpha: a training word becomes UNK w.p. alpha / (alpha + count)
     columns: list = field(default_factory=lambda: ["upos", "xpos"])
 

@@ -25,12 +25,14 @@ from tagger.model import TaggerConfig, TaggerModel
 from tagger.predict import model_payload, tag_sentences
 from tagger.scorer import TagScore
 
-DEFAULT_LR = {"adam": 0.001, "adagrad": 0.01}
+# meProp's sparse LSTM gradient learns more slowly per step than dense; on 3,000 EWT training
+# sentences (2 epochs, batches of 8) Adam at 0.003 beat 0.001, and dropout 0.3 beat 0.5.
+DEFAULT_LR = {"adam": 0.003, "adagrad": 0.01}
 
 
 @dataclass
 class TrainOptions:
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 8  # sentences per minibatch
     optimizer: str = "adam"
     lr: float = None
