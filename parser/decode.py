@@ -1,5 +1,7 @@
 """Batched greedy decoding: every sentence of a batch advances one transition per step."""
 
+from array import array
+
 import torch
 
 from parser.data import encode_sentence
@@ -40,7 +42,9 @@ def parse_sentences(model, sentences, vocabs, batch_size=512):
             flat = []  # one flat list: much faster for torch.tensor than a list of lists
             for i in active:
                 flat += extract(configs[i], *encoded[i])
-            features = torch.tensor(flat, device=device).view(len(active), N_FEATURES)
+            # An int64 array's buffer becomes a tensor without a per-element conversion.
+            features = torch.frombuffer(array("q", flat), dtype=torch.int64)
+            features = features.view(len(active), N_FEATURES).to(device)
             scores = model.score_precomputed(table, features)
             scores.masked_fill_(~legality_mask(system, [configs[i] for i in active], device),
                                 NEG_INF)

@@ -11,35 +11,35 @@ N_FEATURES = N_WORD_FEATURES + N_TAG_FEATURES + N_LABEL_FEATURES
 NULL = 0
 
 
-def _leftmost(children, item, rank):
-    if item is None:
-        return None
-    kids = children[item]
-    return kids[rank] if len(kids) > rank else None
-
-
-def _rightmost(children, item, rank):
-    if item is None:
-        return None
-    kids = children[item]
-    return kids[-1 - rank] if len(kids) > rank else None
-
-
 def items(config):
-    """The 18 positions (word indices, 0 = ROOT) or None where absent."""
-    stack, n_words = config.stack, config.n_words
-    top = [stack[-i] if len(stack) >= i else None for i in (1, 2, 3)]
-    buffer = [b if b <= n_words else None for b in range(config.buffer, config.buffer + 3)]
+    """The 18 positions (word indices, 0 = ROOT) or None where absent.
+
+    Written out flat (no helper calls): decoding calls this once per configuration and it was
+    the largest Python cost of parsing.
+    """
+    stack, n_words, buffer = config.stack, config.n_words, config.buffer
+    depth = len(stack)
+    s1 = stack[-1] if depth >= 1 else None
+    s2 = stack[-2] if depth >= 2 else None
+    result = [s1, s2, stack[-3] if depth >= 3 else None,
+              buffer if buffer <= n_words else None,
+              buffer + 1 if buffer + 1 <= n_words else None,
+              buffer + 2 if buffer + 2 <= n_words else None]
     left, right = config.left_children, config.right_children
-    children = []
-    for item in top[:2]:
-        children += [_leftmost(left, item, 0), _rightmost(right, item, 0),
-                     _leftmost(left, item, 1), _rightmost(right, item, 1)]
     grandchildren = []
-    for item in top[:2]:
-        grandchildren += [_leftmost(left, _leftmost(left, item, 0), 0),
-                          _rightmost(right, _rightmost(right, item, 0), 0)]
-    return top + buffer + children + grandchildren
+    for item in (s1, s2):
+        if item is None:
+            result += (None, None, None, None)
+            grandchildren += (None, None)
+            continue
+        lefts, rights = left[item], right[item]
+        lc1 = lefts[0] if lefts else None
+        rc1 = rights[-1] if rights else None
+        result += (lc1, rc1, lefts[1] if len(lefts) > 1 else None,
+                   rights[-2] if len(rights) > 1 else None)
+        grandchildren += (left[lc1][0] if lc1 is not None and left[lc1] else None,
+                          right[rc1][-1] if rc1 is not None and right[rc1] else None)
+    return result + grandchildren
 
 
 def extract(config, word_ids, tag_ids):
