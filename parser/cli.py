@@ -58,9 +58,9 @@ def main():
               help="Adam, or AdaGrad with Chen & Manning's eps 1e-6 and L2 1e-8.")
 @click.option("--lr", type=float, default=None,
               help="Learning rate [default: 0.003 for Adam (chosen on EWT dev), 0.01 for AdaGrad].")
-@click.option("--pos-column", type=click.Choice(["xpos", "upos"]), default="xpos",
-              show_default=True, help="POS features from XPOS (PTB tags, as Chen & Manning) or "
-              "UPOS (where XPOS is empty).")
+@click.option("--pos-column", type=click.Choice(["xpos", "upos", "both"]), default="xpos",
+              show_default=True, help="POS features from XPOS (PTB tags, as Chen & Manning), "
+              "UPOS (where XPOS is empty), or both (each word's UPOS|XPOS pair as one tag).")
 @click.option("--min-word-freq", type=click.IntRange(min=1), default=2, show_default=True,
               help="Training words seen fewer times share the unknown-word embedding.")
 @click.option("--embeddings", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -129,12 +129,12 @@ def _tag_where_missing(sentences, pos_column, tagger_path, write_tags):
     """Sentences to parse: where the file has no tag in the model's POS column (``_``, or
     plain text), a copy tagged by the tagger (the default one unless ``tagger_path``); with
     ``write_tags`` the predicted tags are also written into the original sentences."""
-    from parser.data import sentence_tags
+    from parser.data import has_missing_tags, tag_columns
     from tagger.cli import DEFAULT_MODEL as DEFAULT_TAGGER
     from tagger.predict import load_model as load_tagger
     from tagger.predict import tag_sentences
 
-    untagged = [i for i, s in enumerate(sentences) if "_" in sentence_tags(s, pos_column)]
+    untagged = [i for i, s in enumerate(sentences) if has_missing_tags(s, pos_column)]
     if not untagged:
         return list(sentences)
     path = Path(tagger_path) if tagger_path else DEFAULT_TAGGER
@@ -142,7 +142,7 @@ def _tag_where_missing(sentences, pos_column, tagger_path, write_tags):
         _fail(f"{len(untagged)} sentences have no {pos_column.upper()} tags and there is no "
               f"tagger at {path}; tag them first ('tag predict') or give --tagger")
     tagger, vocabs = load_tagger(path)
-    if pos_column not in tagger.config.columns:
+    if not set(tag_columns(pos_column)) <= set(tagger.config.columns):
         _fail(f"the tagger at {path} predicts {', '.join(tagger.config.columns)}, but the "
               f"parser needs {pos_column}")
     tagged = tag_sentences(tagger, [sentences[i].copy() for i in untagged], vocabs)

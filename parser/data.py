@@ -15,8 +15,23 @@ def base_label(deprel):
     return deprel.split(":")[0]
 
 
+POS_COLUMNS = ("xpos", "upos", "both")
+
+
+def tag_columns(pos_column):
+    """The file columns a POS setting reads: ``both`` = UPOS and XPOS."""
+    return ["upos", "xpos"] if pos_column == "both" else [pos_column]
+
+
 def sentence_tags(sentence, pos_column):
+    """One tag string per word; ``both`` joins UPOS and XPOS (``NOUN|NN``) into one tag."""
+    if pos_column == "both":
+        return [f"{upos}|{xpos}" for upos, xpos in zip(sentence.upos, sentence.xpos, strict=True)]
     return sentence.xpos if pos_column == "xpos" else sentence.upos
+
+
+def has_missing_tags(sentence, pos_column):
+    return any("_" in getattr(sentence, column) for column in tag_columns(pos_column))
 
 
 def build_vocabs(sentences, pos_column, min_word_freq=2):

@@ -186,3 +186,15 @@ def test_cli_resume_continues_an_interrupted_run(tmp_path):
     assert "epoch 3:" in resumed.output and "epoch 1:" not in resumed.output
     state = torch.load(str(model_path) + ".resume", weights_only=True)
     assert state["epoch"] == 3 and "optimizer" in state
+
+
+def test_pos_column_both_joins_upos_and_xpos(tmp_path):
+    from parser.data import has_missing_tags, sentence_tags
+
+    sentences = list(conll.read(write_treebank(tmp_path / "t.conllu")))
+    assert sentence_tags(sentences[0], "both") == ["DET|DT", "NOUN|NN", "VERB|VBZ", "PUNCT|."]
+    vocabs = build_vocabs(sentences, "both", min_word_freq=1)
+    assert "PROPN|NNP" in vocabs["tags"] and "NN" not in vocabs["tags"]
+    assert not has_missing_tags(sentences[0], "both")
+    sentences[0].xpos[1] = "_"
+    assert has_missing_tags(sentences[0], "both") and not has_missing_tags(sentences[0], "upos")
