@@ -203,7 +203,7 @@ def lstm_forward(module, input, hx=None):
             output, h_last, c_last, *_ = LSTMLayerFunction.apply(
                 layer_input, h0[index], c0[index], getattr(module, "weight_ih" + suffix),
                 getattr(module, "weight_hh" + suffix), bias_ih, bias_hh, batch_sizes,
-                bool(direction), module.k, module.mode, module.selection,
+                bool(direction), module.k, module.meprop_mode, module.selection,
                 module._part_records[index])
             outputs.append(output)
             h_n.append(h_last)

@@ -48,6 +48,7 @@ class LSTM(nn.LSTM):
     ``weight_hh_l0_reverse``, ...), inputs (a padded tensor or a ``PackedSequence``, optional
     ``(h0, c0)``) and return value ``(output, (h_n, c_n))`` as ``nn.LSTM``, so state dicts
     interchange. With k None, 0 or >= hidden_size it *is* ``nn.LSTM`` (PyTorch's own kernels).
+    The meProp mode is the attribute ``meprop_mode`` (``mode`` is nn.LSTM's own, "LSTM").
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -56,7 +57,8 @@ class LSTM(nn.LSTM):
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype)
         self.k = check_k(k)
-        self.mode = check_mode(mode)
+        # Not ``self.mode``: nn.LSTM's own ``mode`` ("LSTM") selects its cuDNN kernels.
+        self.meprop_mode = check_mode(mode)
         self.selection = check_selection(selection)
         self._part_records = [BackwardRecord() for _ in range(num_layers * self._directions)]
         self.backward_record = CompositeRecord(self._part_records)
@@ -82,5 +84,5 @@ class LSTM(nn.LSTM):
         return lstm_forward(self, input, hx)
 
     def extra_repr(self):
-        text = f"{super().extra_repr()}, k={self.k}, mode={self.mode}"
+        text = f"{super().extra_repr()}, k={self.k}, mode={self.meprop_mode}"
         return text if self.selection == "topk" else f"{text}, selection={self.selection}"

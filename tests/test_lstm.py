@@ -196,6 +196,16 @@ def test_state_dicts_interchange_and_rows_touched():
     assert 0 < (layer.weight_ih_l0.grad.abs().sum(1) > 0).sum() <= 4 * 3
 
 
+def test_moves_between_devices_and_keeps_lstm_mode(device):
+    """nn.LSTM's own ``mode`` must stay "LSTM": moving to CUDA flattens weights for cuDNN."""
+    layer = meprop.LSTM(5, 6, k=2, mode="unified").to(device)
+    assert layer.mode == "LSTM" and layer.meprop_mode == "unified"
+    output, _ = layer(torch.randn(3, 2, 5, device=device))
+    output.sum().backward()
+    dense = meprop.LSTM(5, 6).to(device)
+    dense(torch.randn(3, 2, 5, device=device))[0].sum().backward()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError):
         meprop.LSTM(3, 4, k=-1)
