@@ -63,17 +63,20 @@ def train_default(args):
     full = work / f"{args.model}_full.pt"
     options = ["train", "--out", str(full), "--seed",
                str(args.seed), "--metrics-json", str(work / "train_metrics.json"),
-               "--quiet"]
+               "--quiet", *args.train_option]
     if args.epochs:
         options += ["--epochs", str(args.epochs)]
     if args.data_dir:
         options += ["--data-dir", args.data_dir]
     if args.resume:
         options.append("--resume")
-    result = CliRunner().invoke(command, options, catch_exceptions=False)
-    print(result.output)
-    if result.exit_code:
-        raise SystemExit(result.exit_code)
+    if args.checkpoint:  # trained already, by the same command (documented beside the numbers)
+        full = Path(args.checkpoint)
+    else:
+        result = CliRunner().invoke(command, options, catch_exceptions=False)
+        print(result.output)
+        if result.exit_code:
+            raise SystemExit(result.exit_code)
     size = shrink(full, shipped)
     model, vocabs = load_model(shipped)
     metrics = {"model_bytes": size, "threads": torch.get_num_threads()}
@@ -94,6 +97,11 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--train-option", action="append", default=[],
+                        help="extra option for the train command, e.g. --train-option=--pos-column "
+                        "--train-option=both")
+    parser.add_argument("--checkpoint", default=None,
+                        help="ship this checkpoint of the train command instead of training")
     args = parser.parse_args()
     train_default(args)
 
