@@ -1,0 +1,161 @@
+"""Reproduce the paper's Tables 1 and 2: dense against meProp, Adam and AdaGrad, per task.
+
+    python scripts/reproduce.py mnist|pos|parse [--quick] [--data-dir DIR] [--resume]
+        [--out results/reproduce_TASK.md] [--threads 2]
+
+Each row runs the project's own command with the paper's settings (hidden 500; MNIST: 2 hidden
+layers, batches of 10, k=20; POS: the BiLSTM tagger on XPOS, batches of 1 sentence, k=5;
+parsing: 2 hidden layers, batches of 10,000 transitions, k=20) on UD English EWT (POS, parsing)
+or MNIST, and appends its metrics to ``OUT.jsonl`` as soon as it finishes; the Markdown table
+``OUT`` is rebuilt from that file after every row. ``--resume`` skips rows already there, so a
+full table can be built over several sessions. ``--quick`` runs a scaled-down version (fewer
+epochs, the first training examples only) meant to finish in minutes; its numbers are a smoke
+test, not a reproduction. Backprop time is the whole backward pass (``loss.backward()``),
+selection included; the linear products alone are timed by ``scripts/bench_backprop.py``.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data import conll  # noqa: E402
+from data.datasets import split_path  # noqa: E402
+from meprop.cli import main as meprop_main  # noqa: E402
+from parser.cli import main as parse_main  # noqa: E402
+from tagger.cli import main as tag_main  # noqa: E402
+
+# The paper's Table 1 (Adam): dense -> meProp score and backprop speed-up.
+PAPER = {"mnist": "97.82 -> 98.01 (k=20), backprop 21.4x",
+         "pos": "97.07 -> 97.12 (k=5), backprop 65.4x",
+         "parse": "UAS 89.84 -> 90.01 (k=20), backprop 18.6x"}
+SETTINGS = {  # task: (k, full epochs, quick epochs, quick training examples)
+    "mnist": (20, 20, 2, 5000),
+    "pos": (5, 20, 1, 500),
+    "parse": (20, 30, 2, 1000),
+}
+SCORE = {"mnist": "accuracy", "pos": "xpos_accuracy", "parse": "uas"}
+
+
+def run_command(command, options):
+    result = CliRunner().invoke(command, options, catch_exceptions=False)
+    if result.exit_code:
+        raise SystemExit(f"failed: {' '.join(options)}\n{result.output}")
+
+
+def subset(path, count, folder):
+    """The first ``count`` sentences of a treebank, as a file in ``folder``."""
+    target = Path(folder) / f"first{count}_{Path(path).name}"
+    conll.write([s for _, s in zip(range(count), conll.read(path), strict=False)], target)
+    return target
+
+
+def run_row(task, optimizer, k, args, folder):
+    """Train (and score on test) one configuration; returns a flat metrics dict."""
+    _, full_epochs, quick_epochs, quick_examples = SETTINGS[task]
+    epochs = args.epochs or (quick_epochs if args.quick else full_epochs)
+    quick_examples = args.examples or quick_examples
+    train_json, test_json = Path(folder) / "train.json", Path(folder) / "test.json"
+    model = Path(folder) / "model.pt"
+    common = ["--k", str(k), "--optimizer", optimizer, "--epochs", str(epochs), "--seed", "1",
+              "--device", args.device, "--metrics-json", str(train_json)]
+    if task == "mnist":
+        options = ["mnist", *common, "--batch-size", "10"]
+        if args.data_dir:
+            options += ["--data-dir", args.data_dir]
+        if args.quick:
+            options += ["--limit", str(quick_examples)]
+        run_command(meprop_main, options)
+        return json.loads(train_json.read_text())
+    train = split_path("ud-english-ewt", "train", args.data_dir)
+    dev = split_path("ud-english-ewt", "dev", args.data_dir)
+    test = split_path("ud-english-ewt", "test", args.data_dir)
+    if args.quick:
+        train = subset(train, quick_examples, folder)
+        dev, test = subset(dev, quick_examples // 2, folder), subset(test, quick_examples // 2,
+                                                                       folder)
+    files = ["--train", str(train), "--dev", str(dev), "--out", str(model), "--quiet"]
+    if task == "pos":
+        run_command(tag_main, ["train", *common, *files, "--column", "xpos", "--batch-size", "1"])
+        run_command(tag_main, ["evaluate", str(test), "--model", str(model), "--metrics-json",
+                               str(test_json)])
+    else:
+        run_command(parse_main, ["train", *common, *files, "--batch-size", "10000"])
+        run_command(parse_main, ["evaluate", str(test), "--model", str(model),
+                                 "--metrics-json", str(test_json)])
+    metrics = json.loads(train_json.read_text())
+    test_metrics = json.loads(test_json.read_text())
+    metrics.update({f"test_{key}": value for key, value in test_metrics.items()})
+    return metrics
+
+
+def markdown(task, rows):
+    score = SCORE[task]
+    lines = [f"| optimizer | method | k | best epoch | backprop s | train s | dev {score} | "
+             f"test {score} | backprop x | rows touched |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    dense = {row["optimizer"]: row for row in rows if row["k"] == 0}
+    for row in rows:
+        base = dense.get(row["optimizer"])
+        ratio = (f"{base['backprop_seconds'] / row['backprop_seconds']:.2f}"
+                 if base and row["backprop_seconds"] else "")
+        touched = row.get("rows_touched")
+        lines.append(
+            f"| {row['optimizer']} | {'dense' if row['k'] == 0 else 'meProp'} | {row['k']} | "
+            f"{row['best_epoch']} | {row['backprop_seconds']:.1f} | {row['train_seconds']:.1f} | "
+            f"{row[f'dev_{score}']:.2f} | {row[f'test_{score}']:.2f} | {ratio} | "
+            f"{'' if touched is None else f'{touched:.3f}'} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("task", choices=list(SETTINGS))
+    parser.add_argument("--quick", action="store_true", help="scaled down: minutes, not hours")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="skip rows already in OUT.jsonl")
+    parser.add_argument("--out", default=None, help="[default: results/reproduce_TASK.md]")
+    parser.add_argument("--optimizers", default="adam,adagrad")
+    parser.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    parser.add_argument("--examples", type=int, default=None,
+                        help="with --quick: training examples (sentences, images) to keep")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    suffix = "_quick" if args.quick else ""
+    out = Path(args.out or ROOT / "results" / f"reproduce_{args.task}{suffix}.md")
+    log = out.with_suffix(".jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if (
+        args.resume and log.exists()) else []
+    if not args.resume:
+        log.write_text("")
+    done = {(row["optimizer"], row["k"]) for row in rows}
+    meprop_k = SETTINGS[args.task][0]
+    for optimizer in args.optimizers.split(","):
+        for k in (0, meprop_k):
+            if (optimizer, k) in done:
+                continue
+            print(f"{args.task}: {optimizer}, k={k} ...", flush=True)
+            with tempfile.TemporaryDirectory() as folder:
+                metrics = run_row(args.task, optimizer, k, args, folder)
+            row = {"task": args.task, "optimizer": optimizer, "k": k, "quick": args.quick,
+                   "threads": torch.get_num_threads(), **metrics}
+            rows.append(row)
+            with log.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            out.write_text(f"{args.task}{' (quick)' if args.quick else ''}; paper (Adam): "
+                           f"{PAPER[args.task]}\n\n{markdown(args.task, rows)}\n")
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()

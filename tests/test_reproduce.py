@@ -1,0 +1,28 @@
+"""scripts/reproduce.py, scaled down: real commands on a few real examples, rows and table."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce.py"
+
+
+@pytest.mark.parametrize("task,examples", [("mnist", "500"), ("pos", "40"), ("parse", "60")])
+def test_quick_reproduction_writes_rows_and_resumes(task, examples, data_dir, tmp_path):
+    out = tmp_path / f"{task}.md"
+    command = [sys.executable, str(SCRIPT), task, "--quick", "--examples", examples, "--epochs",
+               "1", "--optimizers", "adam", "--threads", "1", "--out", str(out), "--data-dir",
+               str(data_dir)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert [(row["optimizer"], row["k"]) for row in rows] == [("adam", 0),
+                                                              ("adam", {"mnist": 20, "pos": 5,
+                                                                        "parse": 20}[task])]
+    table = out.read_text()
+    assert table.count("| adam |") == 2 and "dense" in table and "meProp" in table
+    resumed = subprocess.run(command + ["--resume"], check=True, capture_output=True, text=True)
+    assert "..." not in resumed.stdout  # nothing left to run
+    assert len(out.with_suffix(".jsonl").read_text().splitlines()) == 2
