@@ -1,5 +1,6 @@
 """Drop-in meProp layers with ``torch.nn`` parameter names, shapes and initialisation."""
 
+import torch
 import torch.nn as nn
 
 from meprop.functional import linear
@@ -80,6 +81,10 @@ class LSTM(nn.LSTM):
         if is_dense(self.k, self.hidden_size):
             for record in self._part_records:
                 record.touched = 4 * self.hidden_size
+            return super().forward(input, hx)
+        if not torch.is_grad_enabled():
+            # No backward will follow (inference): the forward is the ordinary LSTM, so
+            # PyTorch's fused kernels (oneDNN, cuDNN) compute it.
             return super().forward(input, hx)
         return lstm_forward(self, input, hx)
 

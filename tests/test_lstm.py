@@ -206,6 +206,22 @@ def test_moves_between_devices_and_keeps_lstm_mode(device):
     dense(torch.randn(3, 2, 5, device=device))[0].sum().backward()
 
 
+def test_inference_without_grad_gives_the_same_outputs(device):
+    """Under no_grad the layer runs nn.LSTM's fused forward; results must not change."""
+    _, layer = make_pair(2, True, True, 3, device)
+    x, hx = make_inputs(2, True, True, device)
+    packed = pack_padded_sequence(x, torch.tensor([5, 7, 2]), batch_first=True,
+                                  enforce_sorted=False)
+    for inputs in (x, packed):
+        output, (h_n, c_n) = layer(inputs, hx)
+        with torch.no_grad():
+            fused, (h_fused, c_fused) = layer(inputs, hx)
+        data = (lambda o: o.data) if inputs is packed else (lambda o: o)
+        torch.testing.assert_close(data(fused), data(output).detach(), atol=1e-10, rtol=0)
+        torch.testing.assert_close(h_fused, h_n.detach(), atol=1e-10, rtol=0)
+        torch.testing.assert_close(c_fused, c_n.detach(), atol=1e-10, rtol=0)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError):
         meprop.LSTM(3, 4, k=-1)
