@@ -39,6 +39,8 @@ if ARGS is not None and not ARGS.no_thp:
 
 import torch  # noqa: E402  (after the allocator setting above)
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
 import meprop  # noqa: E402
 
 # (name, in_features, out_features, batch, k): the paper's settings (Sun et al. 2017, Table 1).
@@ -132,6 +134,61 @@ def print_row(name, shape, batch, k, times):
     sys.stdout.flush()
 
 
+def time_training_step(model, inputs, targets, device, repeats, warmup):
+    """Median seconds of one whole step: forward, cross-entropy, backward, Adam update."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    times = []
+    for rep in range(warmup + repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        synchronize(device)
+        if rep >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_models(device):
+    """(name, make_model(k, mode), inputs, targets): the MNIST MLP and the parser's scorer."""
+    from meprop.mnist import MLP, MLPConfig
+    from parser.model import ParserConfig, ParserModel
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(10, 784, generator=generator).to(device)
+    digits = torch.randint(0, 10, (10,), generator=generator).to(device)
+    features = torch.randint(1, 38, (10000, 48), generator=generator).to(device)  # valid ids
+    moves = torch.randint(0, 75, (10000,), generator=generator).to(device)
+    return [
+        ("MNIST MLP 784-500-500-10, batch 10, k=20",
+         lambda k, mode: MLP(MLPConfig(k=k, mode=mode)), images, digits),
+        ("parser 48x50-500-500-75, batch 10000, k=20",
+         lambda k, mode: ParserModel(ParserConfig(n_words=15000, n_tags=90, n_labels=38, k=k,
+                                                  mode=mode)), features, moves),
+    ]
+
+
+def bench_steps(device, repeats, warmup):
+    print()
+    print("| whole training step | dense ms | per-example ms | unified ms | per-example x | "
+          "unified x |")
+    print("|---|---|---|---|---|---|")
+    for name, make, inputs, targets in step_models(device):
+        times = {}
+        for label, k, mode in (("dense", None, "per_example"), ("per_example", 20, "per_example"),
+                               ("unified", 20, "unified")):
+            torch.manual_seed(0)
+            model = make(k, mode).to(device)
+            times[label] = time_training_step(model, inputs, targets, device, repeats, warmup)
+        ms = {key: value * 1e3 for key, value in times.items()}
+        print(f"| {name} | {ms['dense']:.3f} | {ms['per_example']:.3f} | {ms['unified']:.3f} | "
+              f"{times['dense'] / times['per_example']:.2f} | "
+              f"{times['dense'] / times['unified']:.2f} |")
+        sys.stdout.flush()
+
+
 def main(args):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -154,6 +211,8 @@ def main(args):
     for name, n_in, hidden, length, k in LSTM_CASES:
         times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup)
         print_row(name, f"{n_in}->{hidden} x2, {length} words", 1, k, times)
+    if not args.quick:
+        bench_steps(device, args.repeats, args.warmup)
 
 
 if __name__ == "__main__":
