@@ -32,9 +32,10 @@ def tag_sentences(model, sentences, vocabs, batch_size=256):
     """Fill the model's columns (``upos``/``xpos``) of each sentence in place; returns them."""
     device = next(model.parameters()).device
     order = sorted((i for i, s in enumerate(sentences) if len(s)), key=lambda i: len(sentences[i]))
+    cache = {}
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        inputs = [encode_inputs(sentences[i], vocabs).to(device) for i in batch]
+        inputs = [encode_inputs(sentences[i], vocabs, cache).to(device) for i in batch]
         with torch.no_grad():
             best = model.predict(inputs)
         for column, per_sentence in best.items():
