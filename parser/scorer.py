@@ -3,10 +3,14 @@ without punctuation."""
 
 from parser.data import PUNCT_XPOS, base_label
 
+UD_UPOS = {"ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON",
+           "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X"}
+
 
 def is_punct(upos, xpos):
-    """PUNCT in UPOS; where UPOS is absent (CoNLL-X), a Penn Treebank punctuation XPOS."""
-    if upos not in ("_", ""):
+    """PUNCT in UPOS; where the column holds no UD tag (empty, or CoNLL-X whose CPOSTAG is a
+    Penn Treebank tag, as our PTB conversion writes), a Penn Treebank punctuation XPOS."""
+    if upos in UD_UPOS:
         return upos == "PUNCT"
     return xpos in PUNCT_XPOS
 

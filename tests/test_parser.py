@@ -198,3 +198,12 @@ def test_pos_column_both_joins_upos_and_xpos(tmp_path):
     assert not has_missing_tags(sentences[0], "both")
     sentences[0].xpos[1] = "_"
     assert has_missing_tags(sentences[0], "both") and not has_missing_tags(sentences[0], "upos")
+
+
+def test_punctuation_from_ud_or_ptb_tags():
+    from parser.scorer import is_punct
+
+    assert is_punct("PUNCT", ",") and not is_punct("NOUN", "NN")
+    assert is_punct("_", ",") and is_punct(",", ",")  # CoNLL-X: CPOSTAG is the PTB tag
+    assert is_punct("-LRB-", "-LRB-") and not is_punct("NN", "NN")
+    assert not is_punct("SYM", "$")  # a UD tag decides, even where the PTB tag is punctuation
