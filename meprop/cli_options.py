@@ -1,10 +1,28 @@
-"""Command-line options shared by every training command (``meprop mnist``, ``parse``, ``tag``).
-
-Each is a factory so a command can give its own default and help; the type, choices and name
-stay the same everywhere.
+"""Command-line pieces shared by ``meprop``, ``parse`` and ``tag``: option factories (each
+command gives its own default and help; type, choices and name stay the same everywhere), the
+clean error exit, and the guard against writing over the input file.
 """
 
+from pathlib import Path
+
 import click
+
+
+def fail(error):
+    """Exit with click's one-line ``Error: ...`` (no traceback)."""
+    raise click.ClickException(str(error)) from None
+
+
+def refuse_overwrite(input_file, output):
+    """``predict -o OUT`` must never write over its own input."""
+    if not output or input_file == "-":
+        return
+    try:
+        same = Path(input_file).resolve() == Path(output).resolve()
+    except OSError:
+        same = False
+    if same:
+        fail(f"refusing to overwrite the input file {input_file}; give another -o")
 
 MODES = ("per_example", "unified")
 

@@ -15,17 +15,16 @@ import click  # noqa: E402
 from meprop.cli_options import (  # noqa: E402
     device_option,
     dropout_option,
+    fail,
     metrics_json_option,
     mode_option,
+    refuse_overwrite,
     seed_option,
 )
 from meprop.training import OPTIMIZERS  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "en_ewt.pt"
 
-
-def _fail(error):
-    raise click.ClickException(str(error)) from None
 
 
 @click.group()
@@ -92,7 +91,7 @@ def train(train_file, dev_file, k, mode, hidden, layers, activation, dropout, ep
         dev_sentences = [s for s in conll.read(dev_path) if len(s)]
         device = resolve_device(device)
     except (DataError, ValueError) as error:
-        _fail(error)
+        fail(error)
     overrides = dict(hidden=hidden, layers=layers, activation=activation, dropout=dropout,
                      k=k or None, mode=mode, pos_column=pos_column)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -110,19 +109,13 @@ def _load(model_path):
 
     path = Path(model_path) if model_path else DEFAULT_MODEL
     if not path.exists():
-        _fail(f"no parser model at {path}" + ("" if model_path else
+        fail(f"no parser model at {path}" + ("" if model_path else
               " (the default model is not installed; train one with 'parse train')"))
     try:
         return load_model(path)
     except ValueError as error:
-        _fail(error)
+        fail(error)
 
-
-def _same_file(a, b):
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
 
 
 def _tag_where_missing(sentences, pos_column, tagger_path, write_tags):
@@ -139,11 +132,11 @@ def _tag_where_missing(sentences, pos_column, tagger_path, write_tags):
         return list(sentences)
     path = Path(tagger_path) if tagger_path else DEFAULT_TAGGER
     if not path.exists():
-        _fail(f"{len(untagged)} sentences have no {pos_column.upper()} tags and there is no "
+        fail(f"{len(untagged)} sentences have no {pos_column.upper()} tags and there is no "
               f"tagger at {path}; tag them first ('tag predict') or give --tagger")
     tagger, vocabs = load_tagger(path)
     if not set(tag_columns(pos_column)) <= set(tagger.config.columns):
-        _fail(f"the tagger at {path} predicts {', '.join(tagger.config.columns)}, but the "
+        fail(f"the tagger at {path} predicts {', '.join(tagger.config.columns)}, but the "
               f"parser needs {pos_column}")
     tagged = tag_sentences(tagger, [sentences[i].copy() for i in untagged], vocabs)
     to_parse = list(sentences)
@@ -177,8 +170,7 @@ def predict(input_file, model_path, output, tagger_path, write_tags):
     from data import DataError, conll
     from parser.decode import parse_sentences
 
-    if output and input_file != "-" and _same_file(input_file, output):
-        _fail(f"refusing to overwrite the input file {input_file}; give another -o")
+    refuse_overwrite(input_file, output)
     model, vocabs = _load(model_path)
     try:
         sentences = list(conll.read(input_file))
@@ -189,7 +181,7 @@ def predict(input_file, model_path, output, tagger_path, write_tags):
             original.heads, original.deprels = parsed.heads, parsed.deprels
         conll.write(sentences, output or "-")
     except DataError as error:
-        _fail(error)
+        fail(error)
 
 
 @main.command()
@@ -208,7 +200,7 @@ def evaluate(gold_file, model_path, pred_file, metrics_json):
     from parser.scorer import AttachmentScore
 
     if model_path and pred_file:
-        _fail("give --model or --pred, not both")
+        fail("give --model or --pred, not both")
     try:
         gold = [s for s in conll.read(gold_file) if len(s)]
         if pred_file:
@@ -217,12 +209,12 @@ def evaluate(gold_file, model_path, pred_file, metrics_json):
             model, vocabs = _load(model_path)
             predicted = parse_sentences(model, [s.copy() for s in gold], vocabs)
         if len(predicted) != len(gold):
-            _fail(f"{pred_file} has {len(predicted)} sentences, {gold_file} {len(gold)}")
+            fail(f"{pred_file} has {len(predicted)} sentences, {gold_file} {len(gold)}")
         score = AttachmentScore()
         for gold_sentence, predicted_sentence in zip(gold, predicted, strict=True):
             score.add(gold_sentence, predicted_sentence)
     except (DataError, ValueError) as error:
-        _fail(error)
+        fail(error)
     metrics = score.metrics()
     click.echo(json.dumps(metrics, indent=2, sort_keys=True))
     if metrics_json:

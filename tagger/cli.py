@@ -9,8 +9,10 @@ import click
 from meprop.cli_options import (
     device_option,
     dropout_option,
+    fail,
     metrics_json_option,
     mode_option,
+    refuse_overwrite,
     seed_option,
 )
 from meprop.training import OPTIMIZERS
@@ -18,9 +20,6 @@ from meprop.training import OPTIMIZERS
 DEFAULT_MODEL = Path(__file__).parent / "models" / "en_ewt.pt"
 COLUMN_CHOICES = {"upos": ["upos"], "xpos": ["xpos"], "both": ["upos", "xpos"]}
 
-
-def _fail(error):
-    raise click.ClickException(str(error)) from None
 
 
 @click.group()
@@ -98,7 +97,7 @@ def train(train_file, dev_file, column, k, mode, hidden, word_dim, feature_dim, 
                                device=device, resume=resume, progress=not quiet,
                                log=lambda text: click.echo(text, err=True))
     except (DataError, ValueError) as error:
-        _fail(error)
+        fail(error)
     click.echo(json.dumps(metrics, indent=2, sort_keys=True))
     if metrics_json:
         write_metrics_json(metrics_json, metrics)
@@ -109,19 +108,13 @@ def _load(model_path):
 
     path = Path(model_path) if model_path else DEFAULT_MODEL
     if not path.exists():
-        _fail(f"no tagger model at {path}" + ("" if model_path else
+        fail(f"no tagger model at {path}" + ("" if model_path else
               " (the default model is not installed; train one with 'tag train')"))
     try:
         return load_model(path)
     except (ValueError, OSError, RuntimeError) as error:
-        _fail(f"cannot load tagger model {path}: {error}")
+        fail(f"cannot load tagger model {path}: {error}")
 
-
-def _same_file(a, b):
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
 
 
 @main.command()
@@ -139,15 +132,14 @@ def predict(input_file, model_path, output):
     from data import DataError, conll
     from tagger.predict import tag_sentences
 
-    if output and input_file != "-" and _same_file(input_file, output):
-        _fail(f"refusing to overwrite the input file {input_file}; give another -o")
+    refuse_overwrite(input_file, output)
     model, vocabs = _load(model_path)
     try:
         sentences = list(conll.read(input_file))
         tag_sentences(model, sentences, vocabs)
         conll.write(sentences, output or "-")
     except DataError as error:
-        _fail(error)
+        fail(error)
 
 
 @main.command()
@@ -172,7 +164,7 @@ def evaluate(gold_file, model_path, pred_file, column, train_file, metrics_json)
     from tagger.scorer import TagScore
 
     if model_path and pred_file:
-        _fail("give --model or --pred, not both")
+        fail("give --model or --pred, not both")
     try:
         gold = [s for s in conll.read(gold_file) if len(s)]
         if pred_file:
@@ -185,17 +177,17 @@ def evaluate(gold_file, model_path, pred_file, column, train_file, metrics_json)
             model, vocabs = _load(model_path)
             columns = model.config.columns
             if column and not set(COLUMN_CHOICES[column]) <= set(columns):
-                _fail(f"the model predicts {', '.join(columns)}, not {column}")
+                fail(f"the model predicts {', '.join(columns)}, not {column}")
             columns = COLUMN_CHOICES[column] if column else columns
             predicted = tag_sentences(model, [s.copy() for s in gold], vocabs)
             seen = vocabs["known_words"].stoi
         if len(predicted) != len(gold):
-            _fail(f"{pred_file} has {len(predicted)} sentences, {gold_file} {len(gold)}")
+            fail(f"{pred_file} has {len(predicted)} sentences, {gold_file} {len(gold)}")
         score = TagScore(columns, seen_words=seen)
         for gold_sentence, predicted_sentence in zip(gold, predicted, strict=True):
             score.add(gold_sentence, predicted_sentence)
     except (DataError, ValueError) as error:
-        _fail(error)
+        fail(error)
     metrics = score.metrics()
     click.echo(json.dumps(metrics, indent=2, sort_keys=True))
     if metrics_json:
