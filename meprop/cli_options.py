@@ -50,3 +50,15 @@ def device_option():
 def metrics_json_option():
     return click.option("--metrics-json", type=click.Path(dir_okay=False), default=None,
                         help="Write the final metrics to this file as a flat JSON object.")
+
+
+def load_model_or_fail(load_model, model_path, default_path, kind, command):
+    """``load_model(path)`` for ``--model`` or the shipped default, with one-line errors."""
+    path = Path(model_path) if model_path else default_path
+    if not path.exists():
+        fail(f"no {kind} model at {path}" + ("" if model_path else
+             f" (the default model is not installed; train one with '{command}')"))
+    try:
+        return load_model(path)
+    except (ValueError, OSError, RuntimeError) as error:
+        fail(f"cannot load {kind} model {path}: {error}")

@@ -4,6 +4,7 @@ import json
 import math
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,6 +65,11 @@ def write_metrics_json(path, metrics):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"metric {key!r} is {value}")
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def resume_path(out):
+    """Where a trainer keeps the training state (model, optimizer, epoch) beside ``out``."""
+    return Path(str(out) + ".resume")
 
 
 def save_checkpoint(path, payload):

@@ -16,6 +16,7 @@ from meprop.cli_options import (  # noqa: E402
     device_option,
     dropout_option,
     fail,
+    load_model_or_fail,
     metrics_json_option,
     mode_option,
     refuse_overwrite,
@@ -107,14 +108,7 @@ def train(train_file, dev_file, k, mode, hidden, layers, activation, dropout, ep
 def _load(model_path):
     from parser.trainer import load_model
 
-    path = Path(model_path) if model_path else DEFAULT_MODEL
-    if not path.exists():
-        fail(f"no parser model at {path}" + ("" if model_path else
-              " (the default model is not installed; train one with 'parse train')"))
-    try:
-        return load_model(path)
-    except ValueError as error:
-        fail(error)
+    return load_model_or_fail(load_model, model_path, DEFAULT_MODEL, "parser", "parse train")
 
 
 

@@ -2,7 +2,6 @@
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -11,6 +10,7 @@ from meprop.training import (
     BackpropClock,
     load_checkpoint,
     make_optimizer,
+    resume_path,
     save_checkpoint,
     seed_everything,
     synchronize,
@@ -34,10 +34,6 @@ class TrainOptions:
     seed: int = 1
     min_word_freq: int = 2
     embeddings: str = None  # text file of pre-trained word vectors
-
-
-def resume_path(out):
-    return Path(str(out) + ".resume")
 
 
 def model_payload(model, vocabs):

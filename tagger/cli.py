@@ -10,6 +10,7 @@ from meprop.cli_options import (
     device_option,
     dropout_option,
     fail,
+    load_model_or_fail,
     metrics_json_option,
     mode_option,
     refuse_overwrite,
@@ -106,14 +107,7 @@ def train(train_file, dev_file, column, k, mode, hidden, word_dim, feature_dim, 
 def _load(model_path):
     from tagger.predict import load_model
 
-    path = Path(model_path) if model_path else DEFAULT_MODEL
-    if not path.exists():
-        fail(f"no tagger model at {path}" + ("" if model_path else
-              " (the default model is not installed; train one with 'tag train')"))
-    try:
-        return load_model(path)
-    except (ValueError, OSError, RuntimeError) as error:
-        fail(f"cannot load tagger model {path}: {error}")
+    return load_model_or_fail(load_model, model_path, DEFAULT_MODEL, "tagger", "tag train")
 
 
 

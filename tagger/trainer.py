@@ -2,7 +2,6 @@
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,7 @@ from meprop.training import (
     BackpropClock,
     load_checkpoint,
     make_optimizer,
+    resume_path,
     save_checkpoint,
     seed_everything,
     synchronize,
@@ -38,10 +38,6 @@ class TrainOptions:
     lr: float = None
     seed: int = 1
     min_word_freq: int = 2
-
-
-def resume_path(out):
-    return Path(str(out) + ".resume")
 
 
 def evaluate(model, vocabs, gold_sentences):
