@@ -17,7 +17,7 @@ from meprop.training import (
     train_epoch,
 )
 from parser.data import build_vocabs, make_examples, normalize_word
-from parser.decode import parse_sentences
+from parser.decode import DECODE_BATCH, parse_sentences
 from parser.model import ParserConfig, ParserModel
 from parser.scorer import AttachmentScore
 
@@ -51,7 +51,7 @@ def load_model(path, device="cpu"):
     return model.to(device), vocabs
 
 
-def evaluate(model, vocabs, gold_sentences, batch_size=512):
+def evaluate(model, vocabs, gold_sentences, batch_size=DECODE_BATCH):
     predicted = parse_sentences(model, [s.copy() for s in gold_sentences], vocabs, batch_size)
     score = AttachmentScore()
     for gold, pred in zip(gold_sentences, predicted, strict=True):

@@ -2,7 +2,8 @@
 
     python scripts/bench_parser.py [--model parser/models/en_ewt.pt] [--threads 2] [--repeats 3]
 
-Parses UD English EWT dev (gold POS) with batched greedy decoding; model loading and one
+Parses UD English EWT dev (gold POS) with batched greedy decoding (the default batch of
+``parse predict``); model loading and one
 warm-up pass are excluded; the median of the timed passes is reported. Run it alone.
 """
 
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import conll  # noqa: E402
 from data.datasets import split_path  # noqa: E402
 from parser.cli import DEFAULT_MODEL  # noqa: E402
-from parser.decode import parse_sentences  # noqa: E402
+from parser.decode import DECODE_BATCH, parse_sentences  # noqa: E402
 from parser.trainer import load_model  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def main():
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=DECODE_BATCH)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--limit", type=int, default=None, help="first N sentences only")
     args = parser.parse_args()
