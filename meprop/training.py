@@ -72,6 +72,22 @@ def resume_path(out):
     return Path(str(out) + ".resume")
 
 
+def save_training_state(out, payload, optimizer, epoch, best, train_seconds, backprop_seconds):
+    """Write ``out.resume``: the model ``payload`` plus what ``--resume`` needs to go on."""
+    save_checkpoint(resume_path(out), {
+        **payload, "optimizer": optimizer.state_dict(), "epoch": epoch, "best": best,
+        "train_seconds": train_seconds, "backprop_seconds": backprop_seconds})
+
+
+def restore_training_state(state, model, optimizer):
+    """Load a state written by :func:`save_training_state` into ``model`` and ``optimizer``;
+    returns ``(first_epoch, best, train_seconds, backprop_seconds)``."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return (state["epoch"] + 1, state["best"], state["train_seconds"],
+            state["backprop_seconds"])
+
+
 def save_checkpoint(path, payload):
     """``torch.save`` to a temporary file, then rename: a crash never leaves half a file.
 

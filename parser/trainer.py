@@ -10,8 +10,10 @@ from meprop.training import (
     BackpropClock,
     load_checkpoint,
     make_optimizer,
+    restore_training_state,
     resume_path,
     save_checkpoint,
+    save_training_state,
     seed_everything,
     synchronize,
     train_epoch,
@@ -96,10 +98,7 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
     best = {"dev_uas": -1.0, "best_epoch": 0}
     first_epoch, elapsed, backprop = 1, 0.0, 0.0
     if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        first_epoch, best = state["epoch"] + 1, state["best"]
-        elapsed, backprop = state["train_seconds"], state["backprop_seconds"]
+        first_epoch, best, elapsed, backprop = restore_training_state(state, model, optimizer)
         log(f"resuming after epoch {state['epoch']} (best dev UAS {best['dev_uas']:.2f})")
     features, transitions = features.to(device), transitions.to(device)
     clock = BackpropClock(device)
@@ -123,9 +122,8 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
         if score.uas > best["dev_uas"]:
             best = {**score.metrics("dev_"), "best_epoch": epoch}
             save_checkpoint(out, model_payload(model, vocabs))
-        save_checkpoint(resume_path(out), {
-            **model_payload(model, vocabs), "optimizer": optimizer.state_dict(), "epoch": epoch,
-            "best": best, "train_seconds": elapsed, "backprop_seconds": clock.seconds})
+        save_training_state(out, model_payload(model, vocabs), optimizer, epoch, best, elapsed,
+                            clock.seconds)
     return {
         **best,
         "train_seconds": elapsed,

@@ -64,12 +64,17 @@ def synchronize(device):
 
 
 def time_backward(layer, inputs, grad_output, device, repeats, warmup):
-    """Median seconds of ``layer(inputs).backward(grad_output)``'s backward alone."""
+    """Median seconds of the backward alone of ``layer(inputs)`` (its first element for an
+    LSTM's ``(output, state)``), with ``grad_output`` (None: ones)."""
     times = []
     for rep in range(warmup + repeats):
         inputs.grad = None
         layer.zero_grad(set_to_none=True)
         output = layer(inputs)
+        if isinstance(output, tuple):
+            output = output[0]
+        if grad_output is None:
+            grad_output = torch.ones_like(output)
         synchronize(device)
         start = time.perf_counter()
         output.backward(grad_output)
@@ -97,31 +102,15 @@ def bench_case(n_in, n_out, batch, k, device, repeats, warmup):
 LSTM_CASES = [("POS BiLSTM", 190, 500, 25, 5)]
 
 
-def time_lstm_backward(layer, inputs, device, repeats, warmup):
-    times = []
-    for rep in range(warmup + repeats):
-        inputs.grad = None
-        layer.zero_grad(set_to_none=True)
-        output, _ = layer(inputs)
-        grad_output = torch.ones_like(output)
-        synchronize(device)
-        start = time.perf_counter()
-        output.backward(grad_output)
-        synchronize(device)
-        if rep >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup):
     torch.manual_seed(0)
     inputs = torch.randn(length, 1, n_in, device=device, requires_grad=True)
     dense = torch.nn.LSTM(n_in, hidden, bidirectional=True, device=device)
-    result = {"dense": time_lstm_backward(dense, inputs, device, repeats, warmup)}
+    result = {"dense": time_backward(dense, inputs, None, device, repeats, warmup)}
     for mode in ("per_example", "unified"):
         layer = meprop.LSTM(n_in, hidden, bidirectional=True, k=k, mode=mode, device=device)
         layer.load_state_dict(dense.state_dict())
-        result[mode] = time_lstm_backward(layer, inputs, device, repeats, warmup)
+        result[mode] = time_backward(layer, inputs, None, device, repeats, warmup)
     return result
 
 

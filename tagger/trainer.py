@@ -15,8 +15,10 @@ from meprop.training import (
     BackpropClock,
     load_checkpoint,
     make_optimizer,
+    restore_training_state,
     resume_path,
     save_checkpoint,
+    save_training_state,
     seed_everything,
     synchronize,
 )
@@ -90,10 +92,7 @@ def train_tagger(config_overrides, train_sentences, dev_sentences, options, out,
     best = {"dev_score": -1.0, "best_epoch": 0}
     first_epoch, elapsed, backprop = 1, 0.0, 0.0
     if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        first_epoch, best = state["epoch"] + 1, state["best"]
-        elapsed, backprop = state["train_seconds"], state["backprop_seconds"]
+        first_epoch, best, elapsed, backprop = restore_training_state(state, model, optimizer)
         log(f"resuming after epoch {state['epoch']}")
     counts = word_counts(train_sentences, vocabs)
     clock = BackpropClock(device)
@@ -130,9 +129,8 @@ def train_tagger(config_overrides, train_sentences, dev_sentences, options, out,
         if mean > best["dev_score"]:
             best = {**dev, "dev_score": mean, "best_epoch": epoch}
             save_checkpoint(out, model_payload(model, vocabs))
-        save_checkpoint(resume_path(out), {
-            **model_payload(model, vocabs), "optimizer": optimizer.state_dict(), "epoch": epoch,
-            "best": best, "train_seconds": elapsed, "backprop_seconds": clock.seconds})
+        save_training_state(out, model_payload(model, vocabs), optimizer, epoch, best, elapsed,
+                            clock.seconds)
     metrics = {key: value for key, value in best.items() if key != "dev_score"}
     return {
         **metrics,
