@@ -8,6 +8,40 @@ from pathlib import Path
 import click
 
 
+def _compose(*decorators):
+    """Several click options as one decorator, in the order given (as --help lists them)."""
+    def apply(function):
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+    return apply
+
+
+def treebank_options(done_each_epoch):
+    """``--train`` and ``--dev`` treebanks (default: UD English EWT); ``done_each_epoch`` says
+    what happens to dev after each epoch, e.g. "parsed"."""
+    return _compose(
+        click.option("--train", "train_file", type=click.Path(dir_okay=False), default=None,
+                     help="Training treebank (CoNLL-U/CoNLL-X) [default: UD English EWT train]."),
+        click.option("--dev", "dev_file", type=click.Path(dir_okay=False), default=None,
+                     help=f"Dev treebank, {done_each_epoch} after each epoch to keep the best "
+                     "model [default: UD English EWT dev]."))
+
+
+def training_run_options(default_out):
+    """``--data-dir``, ``--resume``, ``--out`` and ``--quiet`` of a training command."""
+    return _compose(
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                     help="Where to find UD English EWT (else $MEPROP_DATA, else the cache, "
+                     "downloading there)."),
+        click.option("--resume", is_flag=True,
+                     help="Continue an interrupted run from OUT.resume (same options)."),
+        click.option("--out", type=click.Path(dir_okay=False), default=default_out,
+                     show_default=True,
+                     help="Where to write the best model (and OUT.resume, the training state)."),
+        click.option("--quiet", is_flag=True, help="No progress bars."))
+
+
 def fail(error):
     """Exit with click's one-line ``Error: ...`` (no traceback)."""
     raise click.ClickException(str(error)) from None

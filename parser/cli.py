@@ -21,6 +21,8 @@ from meprop.cli_options import (  # noqa: E402
     mode_option,
     refuse_overwrite,
     seed_option,
+    training_run_options,
+    treebank_options,
 )
 from meprop.training import OPTIMIZERS  # noqa: E402
 
@@ -34,11 +36,7 @@ def main():
 
 
 @main.command()
-@click.option("--train", "train_file", type=click.Path(dir_okay=False), default=None,
-              help="Training treebank (CoNLL-U/CoNLL-X) [default: UD English EWT train].")
-@click.option("--dev", "dev_file", type=click.Path(dir_okay=False), default=None,
-              help="Dev treebank, parsed after each epoch to keep the best model "
-              "[default: UD English EWT dev].")
+@treebank_options("parsed")
 @click.option("--k", type=click.IntRange(min=0), default=20, show_default=True,
               help="Gradient entries kept per example in hidden and output layers; 0 = dense.")
 @mode_option("per_example: each transition keeps its own top-k; unified: one k-set per "
@@ -67,15 +65,8 @@ def main():
               help="Pre-trained word vectors, text format 'word v1 ... v50' per line.")
 @seed_option("Seed for initialisation and batch order.")
 @device_option()
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Where to find UD English EWT (else $MEPROP_DATA, else the cache, "
-              "downloading there).")
-@click.option("--resume", is_flag=True,
-              help="Continue an interrupted run from OUT.resume (same options).")
-@click.option("--out", type=click.Path(dir_okay=False), default="parser.pt", show_default=True,
-              help="Where to write the best model (and OUT.resume, the training state).")
+@training_run_options("parser.pt")
 @metrics_json_option()
-@click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(train_file, dev_file, k, mode, hidden, layers, activation, dropout, epochs, batch_size,
           optimizer, lr, pos_column, min_word_freq, embeddings, seed, device, data_dir, resume,
           out, metrics_json, quiet):

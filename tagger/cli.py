@@ -15,6 +15,8 @@ from meprop.cli_options import (
     mode_option,
     refuse_overwrite,
     seed_option,
+    training_run_options,
+    treebank_options,
 )
 from meprop.training import OPTIMIZERS
 
@@ -29,11 +31,7 @@ def main():
 
 
 @main.command()
-@click.option("--train", "train_file", type=click.Path(dir_okay=False), default=None,
-              help="Training treebank (CoNLL-U/CoNLL-X) [default: UD English EWT train].")
-@click.option("--dev", "dev_file", type=click.Path(dir_okay=False), default=None,
-              help="Dev treebank, tagged after each epoch to keep the best model "
-              "[default: UD English EWT dev].")
+@treebank_options("tagged")
 @click.option("--column", type=click.Choice(list(COLUMN_CHOICES)), default="both",
               show_default=True, help="Tag column(s) to predict; both = one model with an output "
               "layer per column.")
@@ -65,15 +63,8 @@ def main():
               "AdaGrad].")
 @seed_option("Seed for initialisation, batch order and word dropout.")
 @device_option()
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Where to find UD English EWT (else $MEPROP_DATA, else the cache, "
-              "downloading there).")
-@click.option("--resume", is_flag=True,
-              help="Continue an interrupted run from OUT.resume (same options).")
-@click.option("--out", type=click.Path(dir_okay=False), default="tagger.pt", show_default=True,
-              help="Where to write the best model (and OUT.resume, the training state).")
+@training_run_options("tagger.pt")
 @metrics_json_option()
-@click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(train_file, dev_file, column, k, mode, hidden, word_dim, feature_dim, dropout,
           word_dropout, min_word_freq, epochs, batch_size, optimizer, lr, seed, device, data_dir,
           resume, out, metrics_json, quiet):
