@@ -10,7 +10,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["meprop", "meprop.*", "data", "data.*", "tagger", "tagger.*",
                                     "parser", "parser.*"]),
-    package_data={"parser": ["models/*.pt"], "tagger": ["models/*.pt"]},
+    package_data={"parser": ["models/*.pt"], "tagger": ["models/*.pt"],
+                  "meprop": ["kernels/*.cpp"]},
     install_requires=["torch>=2.4", "conllu", "nltk", "numpy", "click>=8", "tqdm"],
     extras_require={"dev": ["pytest", "ruff", "matplotlib"]},
     entry_points={

@@ -17,12 +17,17 @@ Two autograd Functions, one per mode:
   example; grad_weight sums, for each output row, the input rows of the examples that kept it.
 * unified: one set of k columns for the whole minibatch, so both products are small dense
   matmuls over those k columns, and only those k rows of grad_weight are written.
+
+On the CPU (float32/float64, top-k selection) both use the compiled kernels of
+``meprop.kernels`` when they are available: the same rule, one call, a heap-based top-k. The
+code below is the reference and the path everywhere else (GPU, half precision, random-k).
 """
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from meprop import kernels
 from meprop.selection import (
     check_k,
     check_mode,
@@ -36,6 +41,8 @@ from meprop.selection import (
 def _compute_dtypes(grad_output, input, weight):
     """Under autocast the saved tensors and dY can differ in dtype; compute in dY's dtype."""
     dtype = grad_output.dtype
+    if input.dtype == dtype and weight.dtype == dtype:
+        return input, weight
     return input.to(dtype), weight.to(dtype)
 
 
@@ -85,6 +92,15 @@ class PerExampleLinear(_MePropLinear):
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         input_c, weight_c = _compute_dtypes(grad_output, input, weight)
         out_features, k = weight.shape[0], ctx.k
+        kernel = kernels.usable(grad_output) if ctx.selection == "topk" else None
+        if kernel is not None:
+            grad_input, grad_weight, touched = kernel.linear_backward_per_example(
+                grad_output.contiguous(), input_c.contiguous(), weight_c.contiguous(), k,
+                need_input, need_weight)
+            if ctx.record is not None:
+                ctx.record.touched = touched
+            grad_bias = grad_output.sum(0) if need_bias else None
+            return grad_input, grad_weight, grad_bias, None, None, None
 
         indices = per_example_indices(grad_output, k, ctx.selection)  # [batch, k]
         values = grad_output.gather(1, indices)  # [batch, k]
@@ -115,20 +131,25 @@ class UnifiedLinear(_MePropLinear):
         input, weight = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         input_c, weight_c = _compute_dtypes(grad_output, input, weight)
+        grad_bias = grad_output.sum(0) if need_bias else None
+        if ctx.record is not None:
+            ctx.record.touched = min(ctx.k, weight.shape[0])
+        kernel = kernels.usable(grad_output) if ctx.selection == "topk" else None
+        if kernel is not None:
+            grad_input, grad_weight = kernel.linear_backward_unified(
+                grad_output.contiguous(), input_c.contiguous(), weight_c.contiguous(), ctx.k,
+                need_input, need_weight)
+            return grad_input, grad_weight, grad_bias, None, None, None
 
         columns = unified_indices(grad_output, ctx.k, ctx.selection)  # [k]
         kept = grad_output.index_select(1, columns)  # [batch, k]
 
-        grad_input = grad_weight = grad_bias = None
+        grad_input = grad_weight = None
         if need_input:
             grad_input = (kept @ weight_c.index_select(0, columns)).to(input.dtype)
         if need_weight:
             grad_weight = torch.zeros_like(weight)
             grad_weight.index_copy_(0, columns, (kept.t() @ input_c).to(weight.dtype))
-        if need_bias:
-            grad_bias = grad_output.sum(0)
-        if ctx.record is not None:
-            ctx.record.touched = columns.numel()
         return grad_input, grad_weight, grad_bias, None, None, None
 
 

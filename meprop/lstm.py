@@ -17,6 +17,11 @@ Sequences of different lengths travel as ``PackedSequence`` data: rows of the pa
 (time step, sequence) pairs, and at step t only the first ``batch_sizes[t]`` sequences are
 active. The input products for all steps are one matmul in the forward pass and one sparse
 product over all kept entries in the backward pass; only the recurrent products run per step.
+
+On the CPU (float32/float64, top-k) the sparse BPTT runs as one compiled call
+(``meprop.kernels``, ``lstm_backward`` in ``cpu.cpp``): the same rule, without eager
+PyTorch's per-operation cost at every step. The code below is the reference and the path
+everywhere else.
 """
 
 import torch
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
+from meprop import kernels
 from meprop.functional import sparse_weight_grad
 from meprop.selection import gate_indices
 
@@ -96,6 +102,11 @@ class LSTMLayerFunction(torch.autograd.Function):
         hidden = weight_hh.shape[1]
         dense = ctx.k is None or ctx.k == 0
         k = None if dense else min(ctx.k, hidden)
+        kernel = None
+        if not dense and ctx.selection == "topk":
+            kernel = kernels.usable(grad_output, data, weight_ih, weight_hh, gates)
+        if kernel is not None:
+            return _compiled_backward(ctx, kernel, k, grad_output, grad_h_n, grad_c_n)
         grad_pre = torch.empty_like(gates)  # the full gate gradient, for the biases
         if not dense:
             kept_columns = torch.empty(gates.shape[0], N_GATES * k, dtype=torch.long,
@@ -157,6 +168,21 @@ class LSTMLayerFunction(torch.autograd.Function):
         return (grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh,
                 grad_bias if need_b_ih else None, grad_bias if need_b_hh else None,
                 None, None, None, None, None, None)
+
+
+def _compiled_backward(ctx, kernel, k, grad_output, grad_h_n, grad_c_n):
+    """:meth:`LSTMLayerFunction.backward` as one call into the compiled CPU kernels."""
+    data, weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows = ctx.saved_tensors
+    need_data, _, _, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:7]
+    grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias, touched = kernel.lstm_backward(
+        grad_output.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), data.contiguous(),
+        weight_ih.contiguous(), weight_hh.contiguous(), gates, cells, h_prev_rows, c_prev_rows,
+        list(ctx.batch_sizes), ctx.reverse, k, ctx.mode == "unified", need_data)
+    if ctx.record is not None:
+        ctx.record.touched = touched
+    return (grad_data, grad_h, grad_c, grad_w_ih if need_w_ih else None,
+            grad_w_hh if need_w_hh else None, grad_bias if need_b_ih else None,
+            grad_bias if need_b_hh else None, None, None, None, None, None, None)
 
 
 def _as_packed_data(module, input):

@@ -4,7 +4,10 @@ For each of the paper's shapes it times the whole autograd backward of one layer
 selection included; the forward is not timed) for dense ``nn.Linear``, meProp per-example and
 meProp unified, and prints a Markdown table of medians and speed-ups. Run it alone on the machine.
 
-    python scripts/bench_backprop.py [--threads 2] [--repeats 20] [--device cpu]
+    python scripts/bench_backprop.py [--threads 2] [--repeats 20] [--device cpu] [--no-kernels]
+
+On the CPU meProp runs its compiled kernels (``meprop.kernels``) when they build;
+``--no-kernels`` times the pure-PyTorch reference path instead.
 
 PyTorch's CPU allocator hands every large gradient fresh pages from the OS, and the page faults
 cost tens of milliseconds at the parser shape for dense and meProp alike. The script turns on
@@ -27,6 +30,8 @@ def parse_args():
     parser.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-thp", action="store_true", help="leave huge-page allocation off")
+    parser.add_argument("--no-kernels", action="store_true",
+                        help="time meProp's pure-PyTorch path, not the compiled CPU kernels")
     parser.add_argument("--quick", action="store_true", help="smallest shapes only (for tests)")
     parser.add_argument("--gpu-paper", action="store_true",
                         help="the paper's GPU setting instead: 8192->8192, batch 1024, k 8..512")
@@ -36,12 +41,15 @@ def parse_args():
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None and not ARGS.no_thp:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+if ARGS is not None and ARGS.no_kernels:
+    os.environ["MEPROP_KERNELS"] = "0"
 
 import torch  # noqa: E402  (after the allocator setting above)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import meprop  # noqa: E402
+from meprop import kernels  # noqa: E402
 
 # (name, in_features, out_features, batch, k): the paper's settings (Sun et al. 2017, Table 1).
 CASES = [
@@ -186,7 +194,8 @@ def main(args):
         cases = GPU_PAPER_CASES
     print(f"# meProp backward benchmark: torch {torch.__version__}, device {device}, "
           f"threads {torch.get_num_threads()}, THP_MEM_ALLOC_ENABLE="
-          f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}")
+          f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, compiled kernels "
+          f"{'on' if device.type == 'cpu' and kernels.cpu() is not None else 'off'}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}; median of {args.repeats} after {args.warmup} warm-up")
     print("| layer | shape | batch | k | dense ms | per-example ms | unified ms | "

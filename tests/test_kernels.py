@@ -1,0 +1,151 @@
+"""The compiled CPU kernels (meprop/kernels) against the pure-PyTorch reference path."""
+
+import shutil
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_sequence
+
+import meprop
+from meprop import kernels
+from meprop.functional import linear
+
+HAVE_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
+needs_kernels = pytest.mark.skipif(kernels.cpu() is None, reason="compiled kernels unavailable")
+
+
+def test_kernels_build_where_a_compiler_exists():
+    """CI has a compiler: the fast path must really be built there, not silently skipped."""
+    if not HAVE_COMPILER:
+        pytest.skip("no C++ compiler")
+    assert kernels.cpu() is not None
+
+
+def linear_grads(x, weight, bias, grad, k, mode, compiled):
+    x, weight, bias = (t.detach().clone().requires_grad_() for t in (x, weight, bias))
+    if compiled:
+        linear(x, weight, bias, k=k, mode=mode).backward(grad)
+    else:
+        with kernels.disabled():
+            linear(x, weight, bias, k=k, mode=mode).backward(grad)
+    return x.grad, weight.grad, bias.grad
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+@pytest.mark.parametrize("batch, n_in, n_out, k", [
+    (1, 7, 5, 1), (13, 37, 41, 7), (13, 37, 41, 41), (9, 300, 64, 3),
+    (2500, 40, 30, 4),  # more rows than one block of the grouped weight gradient
+])
+def test_linear_kernels_match_reference(dtype, mode, batch, n_in, n_out, k):
+    generator = torch.Generator().manual_seed(batch + n_in)
+    x = torch.randn(batch, n_in, generator=generator, dtype=dtype)
+    weight = torch.randn(n_out, n_in, generator=generator, dtype=dtype)
+    bias = torch.randn(n_out, generator=generator, dtype=dtype)
+    grad = torch.randn(batch, n_out, generator=generator, dtype=dtype)
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    compiled = linear_grads(x, weight, bias, grad, k, mode, compiled=True)
+    reference = linear_grads(x, weight, bias, grad, k, mode, compiled=False)
+    for got, expected in zip(compiled, reference, strict=True):
+        torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
+    if k < n_out:  # and it is sparse: rows nobody kept stay zero
+        untouched = (compiled[1] == 0).all(dim=1).sum().item()
+        assert untouched >= n_out - (k if mode == "unified" else batch * k)
+
+
+@needs_kernels
+def test_linear_kernel_on_strided_input_and_ties():
+    """Non-contiguous inputs and a gradient full of exact zeros (ReLU) give the reference's
+    gradients; which zero entries are 'kept' does not matter as they contribute nothing."""
+    x = torch.randn(40, 24, dtype=torch.float64).t()  # [24, 40], strided
+    weight = torch.randn(30, 40, dtype=torch.float64)
+    bias = torch.zeros(30, dtype=torch.float64)
+    grad = torch.randn(24, 30, dtype=torch.float64).relu()
+    grad[:, ::2] = 0
+    for mode in ("per_example", "unified"):
+        compiled = linear_grads(x, weight, bias, grad, 20, mode, compiled=True)
+        reference = linear_grads(x, weight, bias, grad, 20, mode, compiled=False)
+        for got, expected in zip(compiled, reference, strict=True):
+            torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+
+
+@needs_kernels
+def test_rows_touched_from_the_kernel():
+    layer = meprop.Linear(16, 50, k=3).double()
+    x = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
+    layer(x).sum().backward()
+    touched = layer.backward_record.touched
+    assert 3 <= int(touched) <= 12
+    assert int(touched) == int((layer.weight.grad != 0).any(dim=1).sum())
+
+
+def lstm_grads(module, sequences, compiled):
+    module.zero_grad()
+    sequences = [s.detach().clone().requires_grad_() for s in sequences]
+    packed = pack_sequence(sequences, enforce_sorted=False)
+
+    def run():
+        output, (h_n, c_n) = module(packed)
+        (output.data.sin().sum() + h_n.cos().sum() + (c_n * c_n).sum()).backward()
+
+    if compiled:
+        run()
+    else:
+        with kernels.disabled():
+            run()
+    return [p.grad.clone() for p in module.parameters()] + [s.grad for s in sequences]
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lstm_kernel_matches_reference(mode, dtype):
+    torch.manual_seed(3)
+    module = meprop.LSTM(11, 16, num_layers=2, bidirectional=True, k=3, mode=mode).to(dtype)
+    sequences = [torch.randn(n, 11, dtype=dtype) for n in (6, 2, 9, 1, 4)]
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    compiled = lstm_grads(module, sequences, compiled=True)
+    reference = lstm_grads(module, sequences, compiled=False)
+    for got, expected in zip(compiled, reference, strict=True):
+        torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
+
+
+def test_disabled_block_and_environment_switch_the_kernels_off():
+    with kernels.disabled():
+        assert kernels.cpu() is None
+        assert kernels.usable(torch.zeros(2)) is None
+    code = "from meprop import kernels; print(kernels.cpu() is None)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**__import__("os").environ, "MEPROP_KERNELS": "0"}, check=True)
+    assert result.stdout.strip() == "True"
+
+
+def test_kernels_skip_what_they_cannot_run():
+    assert kernels.usable(torch.zeros(2, dtype=torch.float16)) is None
+    assert kernels.usable(torch.zeros(2), torch.zeros(2, dtype=torch.float64)) is None
+
+
+def test_failed_build_falls_back_with_a_warning(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def broken_load(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    kernels._build.cache_clear()
+    monkeypatch.setattr(cpp_extension, "load", broken_load)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert kernels.cpu() is None
+        assert any("unavailable" in str(w.message) for w in caught)
+        # The layer still trains through the PyTorch path.
+        layer = meprop.Linear(8, 6, k=2)
+        x = torch.randn(3, 8, requires_grad=True)
+        layer(x).sum().backward()
+        assert (layer.weight.grad != 0).any(dim=1).sum() <= 6
+    finally:
+        kernels._build.cache_clear()
