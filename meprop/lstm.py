@@ -65,6 +65,10 @@ class LSTMLayerFunction(torch.autograd.Function):
         if bias_ih is not None:
             bias = bias_ih + bias_hh
         projected = F.linear(data, weight_ih, bias)  # every step's input product at once
+        kernel = kernels.usable(projected, h0, c0, weight_hh)
+        if kernel is not None:
+            return tuple(kernel.lstm_forward(projected, h0.contiguous(), c0.contiguous(),
+                                             weight_hh.contiguous(), list(batch_sizes), reverse))
         rows_total = data.shape[0]
         output = data.new_empty(rows_total, hidden)
         gates = data.new_empty(rows_total, N_GATES * hidden)

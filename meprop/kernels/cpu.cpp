@@ -506,6 +506,73 @@ lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   return {grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_pre.sum(0), touched};
 }
 
+// The forward of one LSTM layer in one direction over packed rows (see meprop/lstm.py):
+// ``projected`` [N, 4H] holds W_ih x + b_ih + b_hh for every row. Returns (output, h_n, c_n,
+// gates, cells, h_prev_rows, c_prev_rows), the last four for the backward. Per step: ATen's
+// matmul and vectorised sigmoid/tanh (the same functions as the reference, so the outputs
+// agree to rounding), and one loop for the cell update.
+std::vector<at::Tensor> lstm_forward(const at::Tensor& projected, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& weight_hh,
+                                     const std::vector<int64_t>& batch_sizes, bool reverse) {
+  for (const auto* tensor : {&projected, &h0, &c0, &weight_hh})
+    check_input(*tensor, "LSTM tensor");
+  const int64_t hidden = weight_hh.size(1), rows_total = projected.size(0);
+  const int64_t batch = h0.size(0);
+  const int64_t steps = static_cast<int64_t>(batch_sizes.size());
+  std::vector<int64_t> starts(steps);
+  for (int64_t t = 0, total = 0; t < steps; total += batch_sizes[t], ++t) starts[t] = total;
+  auto options = projected.options();
+  auto output = at::empty({rows_total, hidden}, options);
+  auto gates = at::empty({rows_total, 4 * hidden}, options);
+  auto cells = at::empty({rows_total, hidden}, options);
+  auto h_prev_rows = at::empty({rows_total, hidden}, options);
+  auto c_prev_rows = at::empty({rows_total, hidden}, options);
+  auto cell_gate = at::empty({batch, hidden}, options);
+  auto h = h0.clone(), c = c0.clone();
+  const auto recurrent = weight_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_forward", [&] {
+    using T = scalar_t;
+    T* h_data = h.data_ptr<T>();
+    T* c_data = c.data_ptr<T>();
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t t = reverse ? steps - 1 - s : s;
+      const int64_t start = starts[t], size = batch_sizes[t];
+      const int64_t offset = start * hidden, count = size * hidden;
+      std::memcpy(h_prev_rows.data_ptr<T>() + offset, h_data, count * sizeof(T));
+      std::memcpy(c_prev_rows.data_ptr<T>() + offset, c_data, count * sizeof(T));
+      auto pre = gates.narrow(0, start, size);
+      at::addmm_out(pre, projected.narrow(0, start, size), h.narrow(0, 0, size), recurrent);
+      auto g_act = cell_gate.narrow(0, 0, size);
+      at::tanh_out(g_act, pre.narrow(1, 2 * hidden, hidden));
+      pre.sigmoid_();
+      T* act = pre.data_ptr<T>();
+      const T* g_data = g_act.data_ptr<T>();
+      T* cell = cells.data_ptr<T>() + offset;
+      for (int64_t b = 0; b < size; ++b) {
+        T* row = act + b * 4 * hidden;
+        for (int64_t u = 0; u < hidden; ++u) {
+          const T g = g_data[b * hidden + u];
+          row[2 * hidden + u] = g;
+          const T c_new = row[hidden + u] * c_data[b * hidden + u] + row[u] * g;
+          c_data[b * hidden + u] = c_new;
+          cell[b * hidden + u] = c_new;
+        }
+      }
+      auto h_out = output.narrow(0, start, size);
+      at::tanh_out(h_out, cells.narrow(0, start, size));
+      T* out = h_out.data_ptr<T>();
+      for (int64_t b = 0; b < size; ++b) {
+        const T* row = act + b * 4 * hidden;
+        for (int64_t u = 0; u < hidden; ++u) {
+          out[b * hidden + u] *= row[3 * hidden + u];
+          h_data[b * hidden + u] = out[b * hidden + u];
+        }
+      }
+    }
+  });
+  return {output, h, c, gates, cells, h_prev_rows, c_prev_rows};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -513,4 +580,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("linear_backward_per_example", &linear_backward_per_example);
   module.def("linear_backward_unified", &linear_backward_unified);
   module.def("lstm_backward", &lstm_backward);
+  module.def("lstm_forward", &lstm_forward);
 }
