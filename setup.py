@@ -12,7 +12,7 @@ setup(
                                     "parser", "parser.*"]),
     package_data={"parser": ["models/*.pt"], "tagger": ["models/*.pt"],
                   "meprop": ["kernels/*.cpp"]},
-    install_requires=["torch>=2.4", "conllu", "nltk", "numpy", "click>=8", "tqdm"],
+    install_requires=["torch>=2.4", "conllu", "nltk", "numpy", "click>=8", "tqdm", "ninja"],
     extras_require={"dev": ["pytest", "ruff", "matplotlib"]},
     entry_points={
         "console_scripts": [

@@ -10,6 +10,7 @@ from meprop.cli_options import (
     metrics_json_option,
     mode_option,
     seed_option,
+    selection_option,
 )
 from meprop.training import OPTIMIZERS
 
@@ -26,9 +27,7 @@ def main():
 @click.option("--k", type=click.IntRange(min=0), default=20, show_default=True,
               help="Gradient entries kept per layer in backprop; 0 means dense (the baseline).")
 @mode_option(MODE_HELP)
-@click.option("--selection", type=click.Choice(["topk", "random"]), default="topk",
-              show_default=True, help="Keep the largest-magnitude entries, or random ones "
-              "(ablation).")
+@selection_option()
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
               help="Training epochs; the epoch with the best dev accuracy is kept.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=10, show_default=True,

@@ -66,6 +66,12 @@ def mode_option(help):
                         show_default=True, help=help)
 
 
+def selection_option():
+    return click.option("--selection", type=click.Choice(["topk", "random"]), default="topk",
+                        show_default=True, help="Keep the largest-magnitude gradient entries, "
+                        "or random ones (ablation).")
+
+
 def dropout_option(default):
     return click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=default,
                         show_default=True, help="Dropout after each hidden layer.")

@@ -21,6 +21,7 @@ from meprop.cli_options import (  # noqa: E402
     mode_option,
     refuse_overwrite,
     seed_option,
+    selection_option,
     training_run_options,
     treebank_options,
 )
@@ -41,6 +42,7 @@ def main():
               help="Gradient entries kept per example in hidden and output layers; 0 = dense.")
 @mode_option("per_example: each transition keeps its own top-k; unified: one k-set per "
              "minibatch.")
+@selection_option()
 @click.option("--hidden", type=click.IntRange(min=1), default=500, show_default=True,
               help="Units per hidden layer (Chen & Manning: 200).")
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True,
@@ -67,9 +69,9 @@ def main():
 @device_option()
 @training_run_options("parser.pt")
 @metrics_json_option()
-def train(train_file, dev_file, k, mode, hidden, layers, activation, dropout, epochs, batch_size,
-          optimizer, lr, pos_column, min_word_freq, embeddings, seed, device, data_dir, resume,
-          out, metrics_json, quiet):
+def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, dropout, epochs,
+          batch_size, optimizer, lr, pos_column, min_word_freq, embeddings, seed, device,
+          data_dir, resume, out, metrics_json, quiet):
     """Train a parser; with no files, on UD English EWT (train, dev for model selection)."""
     from data import DataError, conll
     from data.datasets import split_path
@@ -85,7 +87,7 @@ def train(train_file, dev_file, k, mode, hidden, layers, activation, dropout, ep
     except (DataError, ValueError) as error:
         fail(error)
     overrides = dict(hidden=hidden, layers=layers, activation=activation, dropout=dropout,
-                     k=k or None, mode=mode, pos_column=pos_column)
+                     k=k or None, mode=mode, selection=selection, pos_column=pos_column)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                            seed=seed, min_word_freq=min_word_freq, embeddings=embeddings)
     metrics = train_parser(overrides, train_sentences, dev_sentences, options, out,

@@ -27,6 +27,7 @@ class ParserConfig:
     dropout: float = 0.5
     k: int = 20  # None or 0: dense
     mode: str = "per_example"
+    selection: str = "topk"  # "random": random-k ablation
     pos_column: str = "xpos"
 
     @property
@@ -49,10 +50,11 @@ class ParserModel(nn.Module):
         # (meant to sit beside pre-trained vectors) learnt more slowly on EWT dev here.
         widths = [N_FEATURES * dim] + [config.hidden] * config.layers
         self.hidden_layers = nn.ModuleList(
-            Linear(n_in, n_out, k=config.k, mode=config.mode)
+            Linear(n_in, n_out, k=config.k, mode=config.mode, selection=config.selection)
             for n_in, n_out in zip(widths[:-1], widths[1:], strict=True)
         )
-        self.output = Linear(widths[-1], config.n_transitions, k=config.k, mode=config.mode)
+        self.output = Linear(widths[-1], config.n_transitions, k=config.k, mode=config.mode,
+                             selection=config.selection)
         self.dropout = nn.Dropout(config.dropout)
         self.activation = ACTIVATIONS[config.activation]
 
