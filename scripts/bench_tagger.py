@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import conll  # noqa: E402
 from data.batching import bucket_batches  # noqa: E402
 from data.datasets import split_path  # noqa: E402
+from meprop.training import make_optimizer  # noqa: E402
 from tagger.cli import DEFAULT_MODEL  # noqa: E402
 from tagger.data import FEATURE_NAMES, build_vocabs, encode_inputs, encode_targets  # noqa: E402
 from tagger.model import TaggerConfig, TaggerModel  # noqa: E402
@@ -60,7 +61,7 @@ def training_speed(args, k):
                           feature_sizes=[len(vocabs[n]) for n in FEATURE_NAMES],
                           tag_sizes={c: len(vocabs[c]) for c in ("upos", "xpos")}, k=k)
     model = TaggerModel(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
+    optimizer = make_optimizer("adam", model.parameters(), 0.001)  # as tag train: fused on CPU
     batches = bucket_batches([len(s) for s in sentences], args.batch_size, seed=1)
     batches = batches[:WARMUP_STEPS + args.train_batches]
     step_times, backward_times, words = [], [], 0
