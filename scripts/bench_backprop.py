@@ -123,6 +123,46 @@ def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup):
     return result
 
 
+class _NoWork(torch.autograd.Function):
+    """``F.linear`` forward and a backward that computes nothing: the fixed cost of calling a
+    Python autograd Function's backward (meProp's layers are such Functions)."""
+
+    @staticmethod
+    def forward(input, weight):
+        return torch.nn.functional.linear(input, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return None, None
+
+
+class _NoWorkLayer(torch.nn.Linear):
+    def forward(self, input):
+        return _NoWork.apply(input, self.weight)
+
+
+def bench_overhead(device, repeats, warmup):
+    """The share of meProp's backward at MNIST's shapes that is fixed per-call cost."""
+    print()
+    print("| layer | shape | batch | k | empty autograd Function backward ms | meProp "
+          "per-example ms | share |")
+    print("|---|---|---|---|---|---|---|")
+    for name, n_in, n_out, batch, k in CASES[2:4]:
+        torch.manual_seed(0)
+        inputs = torch.randn(batch, n_in, device=device, requires_grad=True)
+        grad_output = torch.randn(batch, n_out, device=device)
+        empty = time_backward(_NoWorkLayer(n_in, n_out, device=device), inputs, grad_output,
+                              device, repeats, warmup)
+        layer = meprop.Linear(n_in, n_out, k=k, device=device)
+        full = time_backward(layer, inputs, grad_output, device, repeats, warmup)
+        print(f"| {name} | {n_in}->{n_out} | {batch} | {k} | {empty * 1e3:.3f} | "
+              f"{full * 1e3:.3f} | {empty / full:.0%} |")
+
+
 def print_row(name, shape, batch, k, times):
     ms = {key: value * 1e3 for key, value in times.items()}
     print(f"| {name} | {shape} | {batch} | {k} | {ms['dense']:.3f} | "
@@ -211,6 +251,7 @@ def main(args):
         times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup)
         print_row(name, f"{n_in}->{hidden} x2, {length} words", 1, k, times)
     if not args.quick:
+        bench_overhead(device, args.repeats, args.warmup)
         bench_steps(device, args.repeats, args.warmup)
 
 
