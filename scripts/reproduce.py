@@ -1,7 +1,8 @@
 """Reproduce the paper's Tables 1 and 2: dense against meProp, Adam and AdaGrad, per task.
 
     python scripts/reproduce.py mnist|pos|parse [--quick] [--data-dir DIR] [--resume]
-        [--out results/reproduce_TASK.md] [--threads 2]
+        [--treebank ewt|ptb-sample|wsj] [--wsj-dir DIR] [--out results/reproduce_TASK.md]
+        [--threads 2]
 
 Each row runs the project's own command with the paper's settings (hidden 500; MNIST: 2 hidden
 layers, batches of 10, k=20; POS: the BiLSTM tagger on XPOS, batches of 1 sentence, k=5;
@@ -57,6 +58,36 @@ def subset(path, count, folder):
     return target
 
 
+def treebank_splits(task, args, folder):
+    """(train, dev, test) files: UD English EWT, or Penn Treebank trees converted to CoNLL-X
+    dependencies by ``meprop convert-ptb`` (the NLTK sample, or the user's WSJ with the
+    paper's splits for the task)."""
+    if args.treebank == "ewt":
+        return tuple(split_path("ud-english-ewt", split, args.data_dir)
+                     for split in ("train", "dev", "test"))
+    source = "ptb-sample" if args.treebank == "ptb-sample" else "ptb-wsj"
+    paths = []
+    for split in ("train", "dev", "test"):
+        path = Path(folder) / f"{args.treebank}_{split}.conllx"
+        options = ["convert-ptb", source, "--split", split, "--task",
+                   "tag" if task == "pos" else "parse", "-o", str(path)]
+        if args.data_dir:
+            options += ["--data-dir", args.data_dir]
+        if args.wsj_dir:
+            options += ["--wsj-dir", args.wsj_dir]
+        run_command(meprop_main, options)
+        paths.append(path)
+    return tuple(paths)
+
+
+def parse_batch_options(args, optimizer):
+    """The paper's 10,000 transitions per batch; on the NLTK sample (160,000 training
+    transitions, 16 updates an epoch at that size) 2,000 with Adam 0.002, chosen on its dev."""
+    if args.treebank == "ptb-sample":
+        return ["--batch-size", "2000"] + (["--lr", "0.002"] if optimizer == "adam" else [])
+    return ["--batch-size", "10000"]
+
+
 def run_row(task, optimizer, k, args, folder):
     """Train (and score on test) one configuration; returns a flat metrics dict."""
     _, full_epochs, quick_epochs, quick_examples = SETTINGS[task]
@@ -74,9 +105,7 @@ def run_row(task, optimizer, k, args, folder):
             options += ["--limit", str(quick_examples)]
         run_command(meprop_main, options)
         return json.loads(train_json.read_text())
-    train = split_path("ud-english-ewt", "train", args.data_dir)
-    dev = split_path("ud-english-ewt", "dev", args.data_dir)
-    test = split_path("ud-english-ewt", "test", args.data_dir)
+    train, dev, test = treebank_splits(task, args, folder)
     if args.quick:
         train = subset(train, quick_examples, folder)
         dev, test = subset(dev, quick_examples // 2, folder), subset(test, quick_examples // 2,
@@ -87,7 +116,8 @@ def run_row(task, optimizer, k, args, folder):
         run_command(tag_main, ["evaluate", str(test), "--model", str(model), "--metrics-json",
                                str(test_json)])
     else:
-        run_command(parse_main, ["train", *common, *files, "--batch-size", "10000"])
+        run_command(parse_main, ["train", *common, *files,
+                                 *parse_batch_options(args, optimizer)])
         run_command(parse_main, ["evaluate", str(test), "--model", str(model),
                                  "--metrics-json", str(test_json)])
     metrics = json.loads(train_json.read_text())
@@ -120,6 +150,10 @@ def main():
     parser.add_argument("task", choices=list(SETTINGS))
     parser.add_argument("--quick", action="store_true", help="scaled down: minutes, not hours")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--treebank", choices=["ewt", "ptb-sample", "wsj"], default="ewt",
+                        help="POS and parsing data: UD English EWT, the NLTK PTB sample, or "
+                        "the full WSJ (--wsj-dir) with the paper's splits [default: ewt]")
+    parser.add_argument("--wsj-dir", default=None, help="your LDC WSJ copy (wsj/00 ... 24)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="skip rows already in OUT.jsonl")
@@ -130,7 +164,10 @@ def main():
                         help="with --quick: training examples (sentences, images) to keep")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    suffix = "_quick" if args.quick else ""
+    if args.treebank == "wsj" and not args.wsj_dir:
+        parser.error("--treebank wsj needs --wsj-dir")
+    suffix = ("" if args.treebank == "ewt" or args.task == "mnist" else f"_{args.treebank}") + (
+        "_quick" if args.quick else "")
     out = Path(args.out or ROOT / "results" / f"reproduce_{args.task}{suffix}.md")
     log = out.with_suffix(".jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +189,8 @@ def main():
             rows.append(row)
             with log.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
-            out.write_text(f"{args.task}{' (quick)' if args.quick else ''}; paper (Adam): "
+            data = "" if args.task == "mnist" else f", {args.treebank}"
+            out.write_text(f"{args.task}{data}{' (quick)' if args.quick else ''}; paper (Adam): "
                            f"{PAPER[args.task]}\n\n{markdown(args.task, rows)}\n")
     print(out.read_text())
 

@@ -10,12 +10,15 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce.py"
 
 
-@pytest.mark.parametrize("task,examples", [("mnist", "500"), ("pos", "40"), ("parse", "60")])
-def test_quick_reproduction_writes_rows_and_resumes(task, examples, data_dir, tmp_path):
+@pytest.mark.parametrize("task,examples,treebank", [
+    ("mnist", "500", "ewt"), ("pos", "40", "ewt"), ("parse", "60", "ewt"),
+    ("parse", "60", "ptb-sample")])
+def test_quick_reproduction_writes_rows_and_resumes(task, examples, treebank, data_dir,
+                                                    tmp_path):
     out = tmp_path / f"{task}.md"
     command = [sys.executable, str(SCRIPT), task, "--quick", "--examples", examples, "--epochs",
                "1", "--optimizers", "adam", "--threads", "1", "--out", str(out), "--data-dir",
-               str(data_dir)]
+               str(data_dir), "--treebank", treebank]
     subprocess.run(command, check=True, capture_output=True, text=True)
     rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
     assert [(row["optimizer"], row["k"]) for row in rows] == [("adam", 0),
