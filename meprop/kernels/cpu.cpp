@@ -410,6 +410,17 @@ std::tuple<at::Tensor, at::Tensor> linear_backward_unified(
 
 // ---- LSTM ------------------------------------------------------------------------------------
 
+// The first packed row of each time step (time order).
+std::vector<int64_t> step_starts(const std::vector<int64_t>& batch_sizes) {
+  std::vector<int64_t> starts(batch_sizes.size());
+  int64_t total = 0;
+  for (size_t t = 0; t < batch_sizes.size(); ++t) {
+    starts[t] = total;
+    total += batch_sizes[t];
+  }
+  return starts;
+}
+
 // Back propagation through time of one LSTM layer in one direction over packed rows, keeping
 // each gate's top-k of the pre-activation gradient (per row, or per step when unified); see
 // meprop/lstm.py for the rule and the layout. Returns (grad_data or empty, grad_h0, grad_c0,
@@ -428,8 +439,7 @@ lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const int64_t in = weight_ih.size(1), kept = 4 * k;
   TORCH_CHECK(k > 0 && k <= hidden, "k must be in [1, hidden_size]");
   const int64_t steps = static_cast<int64_t>(batch_sizes.size());
-  std::vector<int64_t> starts(steps);
-  for (int64_t t = 0, total = 0; t < steps; total += batch_sizes[t], ++t) starts[t] = total;
+  const std::vector<int64_t> starts = step_starts(batch_sizes);
 
   auto options = gates.options();
   auto grad_pre = at::empty({rows_total, 4 * hidden}, options);
@@ -519,8 +529,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& projected, const at::Tens
   const int64_t hidden = weight_hh.size(1), rows_total = projected.size(0);
   const int64_t batch = h0.size(0);
   const int64_t steps = static_cast<int64_t>(batch_sizes.size());
-  std::vector<int64_t> starts(steps);
-  for (int64_t t = 0, total = 0; t < steps; total += batch_sizes[t], ++t) starts[t] = total;
+  const std::vector<int64_t> starts = step_starts(batch_sizes);
   auto options = projected.options();
   auto output = at::empty({rows_total, hidden}, options);
   auto gates = at::empty({rows_total, 4 * hidden}, options);
