@@ -25,15 +25,16 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
-from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from meprop.cli import main as meprop_main  # noqa: E402
 from parser.cli import main as parse_main  # noqa: E402
+from scripts.reproduce import run_command, treebank_splits  # noqa: E402
 
 HIDDEN = 500
 FRACTIONS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)
@@ -41,12 +42,6 @@ FIELDS = ["study", "task", "method", "k", "k_fraction", "hidden", "layers", "dro
           "epochs", "dev", "test", "best_epoch", "train_seconds", "backprop_seconds",
           "threads"]
 DEFAULT_EPOCHS = {"mnist": 3, "parse": 8}
-
-
-def invoke(command, options):
-    result = CliRunner().invoke(command, options, catch_exceptions=False)
-    if result.exit_code:
-        raise SystemExit(f"failed: {' '.join(options)}\n{result.output}")
 
 
 class Runner:
@@ -57,15 +52,12 @@ class Runner:
         self.ptb = None
 
     def ptb_splits(self):
+        """The NLTK PTB sample as CoNLL-X dependencies, converted once per run of the script."""
         if self.ptb is None:
-            self.ptb = {}
-            for split in ("train", "dev", "test"):
-                path = self.folder / f"ptb_{split}.conllx"
-                options = ["convert-ptb", "ptb-sample", "--split", split, "-o", str(path)]
-                if self.args.data_dir:
-                    options += ["--data-dir", self.args.data_dir]
-                invoke(meprop_main, options)
-                self.ptb[split] = path
+            source = SimpleNamespace(treebank="ptb-sample", data_dir=self.args.data_dir,
+                                     wsj_dir=None)
+            self.ptb = dict(zip(("train", "dev", "test"),
+                                treebank_splits("parse", source, self.folder), strict=True))
         return self.ptb
 
     def run(self, task, k, selection="topk", hidden=HIDDEN, layers=2, dropout=None,
@@ -82,17 +74,17 @@ class Runner:
                 options += ["--data-dir", self.args.data_dir]
             if self.args.quick:
                 options += ["--limit", "1000"]
-            invoke(meprop_main, options)
+            run_command(meprop_main, options)
             metrics = json.loads(metrics_path.read_text())
             return metrics, metrics["dev_accuracy"], metrics["test_accuracy"]
         splits = self.ptb_splits()
         model = self.folder / "parser.pt"
-        invoke(parse_main, ["train", *common, "--train", str(splits["train"]), "--dev",
+        run_command(parse_main, ["train", *common, "--train", str(splits["train"]), "--dev",
                             str(splits["dev"]), "--batch-size", "2000", "--lr", "0.002",
                             "--out", str(model), "--quiet"])
         metrics = json.loads(metrics_path.read_text())
         test_path = self.folder / "test.json"
-        invoke(parse_main, ["evaluate", str(splits["test"]), "--model", str(model),
+        run_command(parse_main, ["evaluate", str(splits["test"]), "--model", str(model),
                             "--metrics-json", str(test_path)])
         return metrics, metrics["dev_uas"], json.loads(test_path.read_text())["uas"]
 
