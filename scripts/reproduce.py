@@ -104,7 +104,7 @@ def run_row(task, optimizer, k, args, folder):
         if args.quick:
             options += ["--limit", str(quick_examples)]
         run_command(meprop_main, options)
-        return json.loads(train_json.read_text())
+        return {"epochs": epochs, **json.loads(train_json.read_text())}
     train, dev, test = treebank_splits(task, args, folder)
     if args.quick:
         train = subset(train, quick_examples, folder)
@@ -120,7 +120,7 @@ def run_row(task, optimizer, k, args, folder):
                                  *parse_batch_options(args, optimizer)])
         run_command(parse_main, ["evaluate", str(test), "--model", str(model),
                                  "--metrics-json", str(test_json)])
-    metrics = json.loads(train_json.read_text())
+    metrics = {"epochs": epochs, **json.loads(train_json.read_text())}
     test_metrics = json.loads(test_json.read_text())
     metrics.update({f"test_{key}": value for key, value in test_metrics.items()})
     return metrics
@@ -128,9 +128,9 @@ def run_row(task, optimizer, k, args, folder):
 
 def markdown(task, rows):
     score = SCORE[task]
-    lines = [f"| optimizer | method | k | best epoch | backprop s | train s | dev {score} | "
-             f"test {score} | backprop x | rows touched |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| optimizer | method | k | epochs | best epoch | backprop s | train s | "
+             f"dev {score} | test {score} | backprop x | rows touched |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     dense = {row["optimizer"]: row for row in rows if row["k"] == 0}
     for row in rows:
         base = dense.get(row["optimizer"])
@@ -139,7 +139,8 @@ def markdown(task, rows):
         touched = row.get("rows_touched")
         lines.append(
             f"| {row['optimizer']} | {'dense' if row['k'] == 0 else 'meProp'} | {row['k']} | "
-            f"{row['best_epoch']} | {row['backprop_seconds']:.1f} | {row['train_seconds']:.1f} | "
+            f"{row.get('epochs', SETTINGS[task][1])} | {row['best_epoch']} | "
+            f"{row['backprop_seconds']:.1f} | {row['train_seconds']:.1f} | "
             f"{row[f'dev_{score}']:.2f} | {row[f'test_{score}']:.2f} | {ratio} | "
             f"{'' if touched is None else f'{touched:.3f}'} |")
     return "\n".join(lines)
