@@ -18,9 +18,10 @@ Two autograd Functions, one per mode:
 * unified: one set of k columns for the whole minibatch, so both products are small dense
   matmuls over those k columns, and only those k rows of grad_weight are written.
 
-On the CPU (float32/float64, top-k selection) both use the compiled kernels of
-``meprop.kernels`` when they are available: the same rule, one call, a heap-based top-k. The
-code below is the reference and the path everywhere else (GPU, half precision, random-k).
+On the CPU (float32/float64, top-k selection) the whole layer is the compiled autograd Function
+of ``meprop.kernels`` when it is available: the same rule, a heap-based top-k, and no Python in
+the forward or backward call. The code below is the reference and the path everywhere else (GPU,
+half precision, random-k, autocast, or ``MEPROP_KERNELS=0``).
 """
 
 import torch
@@ -92,16 +93,6 @@ class PerExampleLinear(_MePropLinear):
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         input_c, weight_c = _compute_dtypes(grad_output, input, weight)
         out_features, k = weight.shape[0], ctx.k
-        kernel = kernels.usable(grad_output) if ctx.selection == "topk" else None
-        if kernel is not None:
-            grad_input, grad_weight, touched = kernel.linear_backward_per_example(
-                grad_output.contiguous(), input_c.contiguous(), weight_c.contiguous(), k,
-                need_input, need_weight)
-            if ctx.record is not None:
-                ctx.record.touched = touched
-            grad_bias = grad_output.sum(0) if need_bias else None
-            return grad_input, grad_weight, grad_bias, None, None, None
-
         indices = per_example_indices(grad_output, k, ctx.selection)  # [batch, k]
         values = grad_output.gather(1, indices)  # [batch, k]
 
@@ -134,13 +125,6 @@ class UnifiedLinear(_MePropLinear):
         grad_bias = grad_output.sum(0) if need_bias else None
         if ctx.record is not None:
             ctx.record.touched = min(ctx.k, weight.shape[0])
-        kernel = kernels.usable(grad_output) if ctx.selection == "topk" else None
-        if kernel is not None:
-            grad_input, grad_weight = kernel.linear_backward_unified(
-                grad_output.contiguous(), input_c.contiguous(), weight_c.contiguous(), ctx.k,
-                need_input, need_weight)
-            return grad_input, grad_weight, grad_bias, None, None, None
-
         columns = unified_indices(grad_output, ctx.k, ctx.selection)  # [k]
         kept = grad_output.index_select(1, columns)  # [batch, k]
 
@@ -182,6 +166,21 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
         if record is not None:
             record.touched = out_features  # a dense backward updates every row
         return F.linear(input, weight, bias)
-    flat_input = input.reshape(-1, input.shape[-1])
-    output = FUNCTIONS[mode].apply(flat_input, weight, bias, k, selection, record)
-    return output.reshape(*input.shape[:-1], out_features)
+    # A 2-D input is used as it is: a reshape would add a view node to the graph per call.
+    flat_input = input if input.dim() == 2 else input.reshape(-1, input.shape[-1])
+    compiled = _compiled(flat_input, weight, bias, selection)
+    if compiled is not None:
+        output, touched = compiled.linear(flat_input, weight, bias, k, mode == "unified")
+        if record is not None:
+            record.touched = touched  # -1 until the backward fills it
+    else:
+        output = FUNCTIONS[mode].apply(flat_input, weight, bias, k, selection, record)
+    return output if input.dim() == 2 else output.reshape(*input.shape[:-1], out_features)
+
+
+def _compiled(input, weight, bias, selection):
+    """The compiled module when its autograd Function can take this call: top-k, CPU tensors
+    of one float dtype, no autocast (whose lower-precision products the kernels do not do)."""
+    if selection != "topk" or torch.is_autocast_enabled("cpu"):
+        return None
+    return kernels.usable(input, weight, *(() if bias is None else (bias,)))

@@ -46,6 +46,8 @@ def stats(model):
         touched = record.touched
         if isinstance(touched, torch.Tensor):
             touched = touched.item()
+            if touched < 0:  # the compiled layer's "no backward yet"
+                touched = None
         result[name] = {
             "rows_touched": None if touched is None else touched / rows,
             "k_ratio": module.k_ratio,

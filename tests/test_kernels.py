@@ -83,6 +83,69 @@ def test_rows_touched_from_the_kernel():
     assert int(touched) == int((layer.weight.grad != 0).any(dim=1).sum())
 
 
+@needs_kernels
+def test_compiled_layer_is_one_autograd_node_without_python():
+    """The whole layer is the C++ autograd Function: no Python Function in the graph."""
+    layer = meprop.Linear(16, 50, k=3)
+    output = layer(torch.randn(4, 16, requires_grad=True))
+    assert "MePropLinearFunction" in output.grad_fn.name()
+    with kernels.disabled():
+        assert "MePropLinearFunction" not in layer(torch.randn(4, 16)).grad_fn.name()
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+def test_compiled_layer_without_bias_and_frozen_parts(mode):
+    """No bias (no third graph input) and inputs that need no gradient: only what is asked
+    for is computed, and it equals the reference."""
+    weight = torch.randn(30, 12, dtype=torch.float64)
+    x = torch.randn(5, 12, dtype=torch.float64)
+    grad = torch.randn(5, 30, dtype=torch.float64)
+    grads = {}
+    for compiled in (True, False):
+        w, inputs = weight.clone().requires_grad_(), x.clone()  # input needs no gradient
+        context = kernels.disabled() if not compiled else torch.enable_grad()
+        with context:
+            linear(inputs, w, None, k=4, mode=mode).backward(grad)
+        assert inputs.grad is None
+        grads[compiled] = w.grad
+    torch.testing.assert_close(grads[True], grads[False], atol=1e-12, rtol=0)
+
+
+@needs_kernels
+def test_compiled_layer_rows_touched_only_after_backward_and_accumulates():
+    layer = meprop.Linear(16, 50, k=3).double()
+    x = torch.randn(4, 16, dtype=torch.float64)
+    output = layer(x)
+    assert meprop.stats(layer)[""]["rows_touched"] is None  # forward only
+    output.sum().backward()
+    first = layer.weight.grad.clone()
+    assert meprop.stats(layer)[""]["rows_touched"] > 0
+    layer(x).sum().backward()  # gradients accumulate as for any autograd Function
+    torch.testing.assert_close(layer.weight.grad, 2 * first)
+
+
+@needs_kernels
+def test_compiled_layer_refuses_a_second_derivative():
+    layer = meprop.Linear(6, 10, k=2)
+    x = torch.randn(3, 6, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+
+
+@needs_kernels
+def test_autocast_takes_the_reference_path():
+    """Under CPU autocast the products run in bfloat16, which the kernels do not do."""
+    layer = meprop.Linear(8, 20, k=3)
+    x = torch.randn(4, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = layer(x)
+    assert output.dtype == torch.bfloat16
+    assert "MePropLinearFunction" not in output.grad_fn.name()
+    output.float().sum().backward()
+    assert x.grad is not None and (layer.weight.grad != 0).any(dim=1).sum() <= 12
+
+
 def lstm_grads(module, sequences, compiled):
     module.zero_grad()
     sequences = [s.detach().clone().requires_grad_() for s in sequences]

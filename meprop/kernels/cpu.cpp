@@ -408,6 +408,68 @@ std::tuple<at::Tensor, at::Tensor> linear_backward_unified(
   return {grad_input, grad_weight};
 }
 
+// The whole meProp linear as one C++ autograd Function: the forward is at::linear, the backward
+// one of the two above. Why: at MNIST's shapes (a batch of 10) a Python autograd Function costs
+// about as much per call as the sparse products themselves, in the forward and again in the
+// backward. Returns (output, touched): ``touched`` is a 0-d int64 tensor, -1 until the backward
+// has run, then the number of weight rows it updated.
+class MePropLinearFunction : public torch::autograd::Function<MePropLinearFunction> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                at::Tensor input, at::Tensor weight,
+                                                std::optional<at::Tensor> bias, int64_t k,
+                                                bool unified) {
+    ctx->save_for_backward({input, weight});
+    // Without a bias there is no third graph input: needs_input_grad(2) would not exist.
+    ctx->saved_data["has_bias"] = bias.has_value();
+    ctx->saved_data["k"] = k;
+    ctx->saved_data["unified"] = unified;
+    auto touched = at::full({}, -1, input.options().dtype(at::kLong));
+    ctx->saved_data["touched"] = touched;
+    ctx->mark_non_differentiable({touched});
+    auto output = at::linear(input, weight, bias);
+    return {output, touched};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    // The products below are not recorded by autograd, so a second derivative would be
+    // silently wrong: refuse it, as once_differentiable does on the Python side.
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "meProp's backward is not differentiable (create_graph=True is not supported)");
+    const auto saved = ctx->get_saved_variables();
+    const auto& input = saved[0];
+    const auto& weight = saved[1];
+    const int64_t k = ctx->saved_data["k"].toInt();
+    const bool unified = ctx->saved_data["unified"].toBool();
+    auto touched = ctx->saved_data["touched"].toTensor();
+    const auto grad_output = grads[0].contiguous();
+    const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1),
+               need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
+    at::Tensor grad_input, grad_weight, grad_bias;
+    if (unified) {
+      std::tie(grad_input, grad_weight) = linear_backward_unified(
+          grad_output, input.contiguous(), weight.contiguous(), k, need_input, need_weight);
+      touched.fill_(std::min(k, weight.size(0)));
+    } else {
+      int64_t rows = 0;
+      std::tie(grad_input, grad_weight, rows) = linear_backward_per_example(
+          grad_output, input.contiguous(), weight.contiguous(), k, need_input, need_weight);
+      touched.fill_(rows);
+    }
+    if (need_bias) grad_bias = grad_output.sum(0);
+    return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor()};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> linear(const at::Tensor& input, const at::Tensor& weight,
+                                          const std::optional<at::Tensor>& bias, int64_t k,
+                                          bool unified) {
+  TORCH_CHECK(k > 0 && k <= weight.size(0), "k must be in [1, out_features]");
+  auto outputs = MePropLinearFunction::apply(input, weight, bias, k, unified);
+  return {outputs[0], outputs[1]};
+}
+
 // ---- LSTM ------------------------------------------------------------------------------------
 
 // The first packed row of each time step (time order).
@@ -588,6 +650,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "meProp's backward on the CPU, compiled (see meprop/kernels/cpu.cpp)";
   module.def("linear_backward_per_example", &linear_backward_per_example);
   module.def("linear_backward_unified", &linear_backward_unified);
+  module.def("linear", &linear);
   module.def("lstm_backward", &lstm_backward);
   module.def("lstm_forward", &lstm_forward);
 }
