@@ -2,7 +2,7 @@
 Accelerated Deep Learning with Reduced Overfitting", ICML 2017)."""
 
 from meprop.functional import PerExampleLinear, UnifiedLinear, linear
-from meprop.nn import LSTM, Linear
+from meprop.nn import LSTM, Linear, use_persistent_grad
 from meprop.stats import BackwardRecord, rows_touched, stats
 
 __version__ = "0.1.0"
@@ -16,4 +16,5 @@ __all__ = [
     "linear",
     "rows_touched",
     "stats",
+    "use_persistent_grad",
 ]

@@ -140,7 +140,36 @@ class UnifiedLinear(_MePropLinear):
 FUNCTIONS = {"per_example": PerExampleLinear, "unified": UnifiedLinear}
 
 
-def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk", *, record=None):
+class GradBuffer:
+    """A persistent weight gradient for the compiled layer (``persistent_grad=True``).
+
+    The buffer becomes ``weight.grad`` itself, and the next backward (after
+    ``zero_grad(set_to_none=True)``) clears only the rows it wrote last time instead of
+    allocating and zero-filling a new ``[out, in]`` gradient: with k of out rows kept per
+    example, most of a dense gradient is zeros that cost as much to write as the products.
+    The contract this needs: nothing may keep ``weight.grad`` across ``zero_grad`` and expect
+    it unchanged, or write its untouched rows in place. Hooks on the weight bypass it.
+    """
+
+    def __init__(self):
+        self.tensor = self.nonzero = None
+
+    def tensors(self, weight):
+        """(buffer, nonzero-rows mask) for this weight, (re)allocated to its dtype/device."""
+        tensor = self.tensor
+        if (tensor is None or tensor.shape != weight.shape or tensor.dtype != weight.dtype
+                or tensor.device != weight.device):
+            self.tensor = torch.zeros_like(weight, memory_format=torch.contiguous_format)
+            self.nonzero = torch.zeros(weight.shape[0], dtype=torch.uint8, device=weight.device)
+        return self.tensor, self.nonzero
+
+
+def _hooked(weight):
+    return bool(weight._backward_hooks or getattr(weight, "_post_accumulate_grad_hooks", None))
+
+
+def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk", *, record=None,
+           grad_buffer=None):
     """``F.linear`` in the forward pass, meProp in the backward pass.
 
     Args:
@@ -154,6 +183,8 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
         record: optional object (``meprop.stats.BackwardRecord``) whose ``touched`` attribute
             is set to the number of weight rows the backward updates: an int, or for the
             per-example mode a 0-d tensor, so that backward never waits on the device.
+        grad_buffer: optional :class:`GradBuffer` to write the weight gradient into (compiled
+            CPU path only; ignored elsewhere, and while the weight has gradient hooks).
 
     Returns:
         ``[*, out_features]``.
@@ -170,7 +201,11 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
     flat_input = input if input.dim() == 2 else input.reshape(-1, input.shape[-1])
     compiled = _compiled(flat_input, weight, bias, selection)
     if compiled is not None:
-        output, touched = compiled.linear(flat_input, weight, bias, k, mode == "unified")
+        buffer = nonzero = None
+        if grad_buffer is not None and weight.requires_grad and not _hooked(weight):
+            buffer, nonzero = grad_buffer.tensors(weight)
+        output, touched = compiled.linear(flat_input, weight, bias, k, mode == "unified",
+                                          buffer, nonzero)
         if record is not None:
             record.touched = touched  # -1 until the backward fills it
     else:

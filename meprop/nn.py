@@ -3,7 +3,7 @@
 import torch
 import torch.nn as nn
 
-from meprop.functional import linear
+from meprop.functional import GradBuffer, linear
 from meprop.lstm import lstm_forward
 from meprop.selection import check_k, check_mode, check_selection, is_dense
 from meprop.stats import BackwardRecord, CompositeRecord
@@ -14,15 +14,21 @@ class Linear(nn.Linear):
 
     Same parameters (``weight [out, in]``, ``bias [out]``) and initialisation as ``nn.Linear``,
     so state dicts interchange both ways. ``k=None``/``0``/``>= out_features`` is dense.
+
+    ``persistent_grad=True`` keeps one weight-gradient tensor across steps and rewrites only
+    the rows the backward touches (compiled CPU path; see :class:`meprop.functional.GradBuffer`
+    for the contract): faster where the dense gradient's zero-filling dominates (small batches).
     """
 
     def __init__(self, in_features, out_features, k=None, bias=True, mode="per_example",
-                 selection="topk", device=None, dtype=None):
+                 selection="topk", device=None, dtype=None, persistent_grad=False):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.k = check_k(k)
         self.mode = check_mode(mode)
         self.selection = check_selection(selection)
         self.backward_record = BackwardRecord()
+        self.persistent_grad = bool(persistent_grad)
+        self._grad_buffer = GradBuffer() if persistent_grad else None
 
     @property
     def out_rows(self):
@@ -34,11 +40,23 @@ class Linear(nn.Linear):
 
     def forward(self, input):
         return linear(input, self.weight, self.bias, self.k, self.mode, self.selection,
-                      record=self.backward_record)
+                      record=self.backward_record, grad_buffer=self._grad_buffer)
 
     def extra_repr(self):
         text = f"{super().extra_repr()}, k={self.k}, mode={self.mode}"
+        if self.persistent_grad:
+            text += ", persistent_grad=True"
         return text if self.selection == "topk" else f"{text}, selection={self.selection}"
+
+
+def use_persistent_grad(model, enabled=True):
+    """Switch ``persistent_grad`` on (or off) for every :class:`Linear` in ``model``; returns
+    how many layers it set."""
+    layers = [module for module in model.modules() if isinstance(module, Linear)]
+    for layer in layers:
+        layer.persistent_grad = bool(enabled)
+        layer._grad_buffer = GradBuffer() if enabled else None
+    return len(layers)
 
 
 class LSTM(nn.LSTM):

@@ -33,6 +33,9 @@ def parse_args():
     parser.add_argument("--no-kernels", action="store_true",
                         help="time meProp's pure-PyTorch path, not the compiled CPU kernels")
     parser.add_argument("--quick", action="store_true", help="smallest shapes only (for tests)")
+    parser.add_argument("--persistent-grad", action="store_true",
+                        help="meProp layers keep one weight gradient and rewrite only the rows "
+                        "they touch (meprop.Linear(persistent_grad=True))")
     parser.add_argument("--gpu-paper", action="store_true",
                         help="the paper's GPU setting instead: 8192->8192, batch 1024, k 8..512")
     return parser.parse_args()
@@ -41,6 +44,7 @@ def parse_args():
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None and not ARGS.no_thp:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+PERSISTENT_GRAD = ARGS is not None and ARGS.persistent_grad
 if ARGS is not None and ARGS.no_kernels:
     os.environ["MEPROP_KERNELS"] = "0"
 
@@ -100,7 +104,8 @@ def bench_case(n_in, n_out, batch, k, device, repeats, warmup):
     dense = torch.nn.Linear(n_in, n_out, device=device)
     result = {"dense": time_backward(dense, inputs, grad_output, device, repeats, warmup)}
     for mode in ("per_example", "unified"):
-        layer = meprop.Linear(n_in, n_out, k=k, mode=mode, device=device)
+        layer = meprop.Linear(n_in, n_out, k=k, mode=mode, device=device,
+                              persistent_grad=PERSISTENT_GRAD)
         layer.load_state_dict(dense.state_dict())
         result[mode] = time_backward(layer, inputs, grad_output, device, repeats, warmup)
     return result
@@ -157,7 +162,8 @@ def bench_overhead(device, repeats, warmup):
         grad_output = torch.randn(batch, n_out, device=device)
         empty = time_backward(_NoWorkLayer(n_in, n_out, device=device), inputs, grad_output,
                               device, repeats, warmup)
-        layer = meprop.Linear(n_in, n_out, k=k, device=device)
+        layer = meprop.Linear(n_in, n_out, k=k, device=device,
+                              persistent_grad=PERSISTENT_GRAD)
         full = time_backward(layer, inputs, grad_output, device, repeats, warmup)
         print(f"| {name} | {n_in}->{n_out} | {batch} | {k} | {empty * 1e3:.3f} | "
               f"{full * 1e3:.3f} | {empty / full:.0%} |")
@@ -219,6 +225,7 @@ def bench_steps(device, repeats, warmup):
                                ("unified", 20, "unified")):
             torch.manual_seed(0)
             model = make(k, mode).to(device)
+            meprop.use_persistent_grad(model, PERSISTENT_GRAD)
             times[label] = time_training_step(model, inputs, targets, device, repeats, warmup)
         ms = {key: value * 1e3 for key, value in times.items()}
         print(f"| {name} | {ms['dense']:.3f} | {ms['per_example']:.3f} | {ms['unified']:.3f} | "
@@ -236,7 +243,8 @@ def main(args):
     print(f"# meProp backward benchmark: torch {torch.__version__}, device {device}, "
           f"threads {torch.get_num_threads()}, THP_MEM_ALLOC_ENABLE="
           f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, compiled kernels "
-          f"{'on' if device.type == 'cpu' and kernels.cpu() is not None else 'off'}")
+          f"{'on' if device.type == 'cpu' and kernels.cpu() is not None else 'off'}, "
+          f"persistent grad {'on' if args.persistent_grad else 'off'}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}; median of {args.repeats} after {args.warmup} warm-up")
     print("| layer | shape | batch | k | dense ms | per-example ms | unified ms | "

@@ -4,13 +4,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_backprop.py"
 
 
-def test_bench_backprop_quick_prints_a_row_per_case():
+@pytest.mark.parametrize("extra", [[], ["--persistent-grad"]])
+def test_bench_backprop_quick_prints_a_row_per_case(extra):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--repeats", "2", "--warmup", "1", "--threads",
-         "1"], capture_output=True, text=True, timeout=120, check=True,
+         "1", *extra], capture_output=True, text=True, timeout=120, check=True,
     )
     rows = [line for line in result.stdout.splitlines() if line.startswith("| MNIST")]
     assert len(rows) == 2
@@ -19,3 +22,4 @@ def test_bench_backprop_quick_prints_a_row_per_case():
         assert len(cells) == 9
         assert all(float(value) > 0 for value in cells[4:])
     assert "threads 1" in result.stdout
+    assert f"persistent grad {'on' if extra else 'off'}" in result.stdout

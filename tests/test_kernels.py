@@ -212,3 +212,75 @@ def test_failed_build_falls_back_with_a_warning(monkeypatch):
         assert (layer.weight.grad != 0).any(dim=1).sum() <= 6
     finally:
         kernels._build.cache_clear()
+
+
+def twin_layers(mode, k=3):
+    """A persistent-gradient layer and an ordinary one with the same weights."""
+    torch.manual_seed(0)
+    plain = meprop.Linear(12, 40, k=k, mode=mode).double()
+    buffered = meprop.Linear(12, 40, k=k, mode=mode, persistent_grad=True).double()
+    buffered.load_state_dict(plain.state_dict())
+    return plain, buffered
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+def test_persistent_grad_equals_a_fresh_gradient_every_step(mode):
+    """Over steps whose kept rows differ, the buffer (weight.grad itself) holds exactly the
+    fresh gradient: rows written last step and not now are cleared."""
+    plain, buffered = twin_layers(mode)
+    for _ in range(6):
+        x = torch.randn(5, 12, dtype=torch.float64)
+        grad = torch.randn(5, 40, dtype=torch.float64)
+        for layer in (plain, buffered):
+            layer.zero_grad(set_to_none=True)
+            layer(x).backward(grad)
+        torch.testing.assert_close(buffered.weight.grad, plain.weight.grad, atol=1e-12, rtol=0)
+        torch.testing.assert_close(buffered.bias.grad, plain.bias.grad, atol=1e-12, rtol=0)
+        # The layer's buffer itself, not a fresh tensor per step.
+        assert buffered.weight.grad.data_ptr() == buffered._grad_buffer.tensor.data_ptr()
+    assert meprop.stats(buffered)[""]["rows_touched"] == meprop.stats(plain)[""]["rows_touched"]
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+def test_persistent_grad_accumulates_and_recovers(mode):
+    """Accumulation without zero_grad, in-place zero_grad, then set_to_none again: every
+    gradient equals the ordinary layer's."""
+    plain, buffered = twin_layers(mode)
+    data = [(torch.randn(4, 12, dtype=torch.float64), torch.randn(4, 40, dtype=torch.float64))
+            for _ in range(5)]
+    schedule = ["none", "keep", "zero", "keep", "none"]  # what zero_grad does before each step
+    for (x, grad), action in zip(data, schedule, strict=True):
+        for layer in (plain, buffered):
+            if action != "keep":
+                layer.zero_grad(set_to_none=action == "none")
+            layer(x).backward(grad)
+        torch.testing.assert_close(buffered.weight.grad, plain.weight.grad, atol=1e-12, rtol=0)
+
+
+@needs_kernels
+def test_persistent_grad_leaves_autograd_grad_and_hooks_alone():
+    plain, buffered = twin_layers("per_example")
+    x = torch.randn(4, 12, dtype=torch.float64)
+    expected = torch.autograd.grad(plain(x).sum(), plain.weight)[0]
+    got = torch.autograd.grad(buffered(x).sum(), buffered.weight)[0]
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    assert buffered.weight.grad is None  # autograd.grad must not write .grad
+    seen = []
+    buffered.weight.register_hook(lambda grad: seen.append(grad.clone()))
+    buffered(x).sum().backward()
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], expected, atol=1e-12, rtol=0)
+
+
+@needs_kernels
+def test_persistent_grad_follows_a_dtype_change():
+    layer = meprop.Linear(6, 20, k=2, persistent_grad=True)
+    layer(torch.randn(3, 6)).sum().backward()
+    assert layer.weight.grad.dtype == torch.float32
+    layer.zero_grad(set_to_none=True)
+    layer.double()
+    layer(torch.randn(3, 6, dtype=torch.float64)).sum().backward()
+    assert layer.weight.grad.dtype == torch.float64
+    assert "persistent_grad=True" in repr(layer)

@@ -13,6 +13,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/graph_task.h>
 
 #include <algorithm>
 #include <cmath>
@@ -258,12 +259,14 @@ void gather_rows_sum(const int64_t* columns, const T* values, int64_t rows, int6
 }
 
 // grad[n, dim] = sum over kept entries (r, j) of values[r, j] * inputs[r] into row
-// columns[r, j]; rows nobody kept are 0. Entries are grouped by target row within blocks of
+// columns[r, j]; rows nobody kept are 0. ``nonzero`` (may be null) marks the rows of ``grad``
+// that may be non-zero on entry — a persistent buffer: only those of them nobody keeps now are
+// cleared — and on return marks the rows written. Entries are grouped by target row within blocks of
 // input rows (a counting sort), so each target tile is accumulated in registers over all its
 // entries of a block; threads own column tiles, so no two write the same memory.
 template <typename T>
 void scatter_rows_sum(const int64_t* columns, const T* values, int64_t rows, int64_t kept,
-                      const T* inputs, int64_t dim, int64_t n, T* grad) {
+                      const T* inputs, int64_t dim, int64_t n, T* grad, char* nonzero) {
   constexpr int64_t kRowBlock = 1024;
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
   // CSR per block: entries of block b for target row t are order[start[b*(n+1)+t] ..).
@@ -293,7 +296,9 @@ void scatter_rows_sum(const int64_t* columns, const T* values, int64_t rows, int
   std::vector<char> kept_row(n, 0);
   for (const int64_t t : targets) kept_row[t] = 1;
   for (int64_t t = 0; t < n; ++t)
-    if (!kept_row[t]) std::memset(grad + t * dim, 0, dim * sizeof(T));
+    if (!kept_row[t] && (nonzero == nullptr || nonzero[t]))
+      std::memset(grad + t * dim, 0, dim * sizeof(T));
+  if (nonzero != nullptr) std::memcpy(nonzero, kept_row.data(), n);
   if (blocks == 1) {  // small batches: each kept row is one weighted sum of its input rows
     const int64_t* count = start.data();
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(dim * kept, 1));
@@ -355,11 +360,19 @@ void check_input(const at::Tensor& tensor, const char* name) {
 
 // ---- linear ----------------------------------------------------------------------------------
 
+// A persistent weight gradient: ``tensor`` [out, in] is written in place, and ``nonzero``
+// (uint8 [out]) marks its rows that may be non-zero, so only those are cleared (see
+// MePropLinearFunction). Both undefined: a fresh gradient is allocated.
+struct GradBuffer {
+  at::Tensor tensor, nonzero;
+  bool defined() const { return tensor.defined(); }
+};
+
 // Per-example meProp backward of y = x W^T + b: returns (grad_input or an empty tensor,
-// grad_weight or an empty tensor, rows of W touched). The bias gradient stays in Python.
+// grad_weight or an empty tensor, rows of W touched).
 std::tuple<at::Tensor, at::Tensor, int64_t> linear_backward_per_example(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, int64_t k,
-    bool need_input, bool need_weight) {
+    bool need_input, bool need_weight, const GradBuffer& buffer = {}) {
   check_input(grad_output, "grad_output");
   check_input(input, "input");
   check_input(weight, "weight");
@@ -377,9 +390,12 @@ std::tuple<at::Tensor, at::Tensor, int64_t> linear_backward_per_example(
                       weight.data_ptr<scalar_t>(), out, in, grad_input.data_ptr<scalar_t>());
     }
     if (need_weight) {
-      grad_weight = at::empty({out, in}, grad_output.options());
+      grad_weight = buffer.defined() ? buffer.tensor : at::empty({out, in}, grad_output.options());
+      char* nonzero = buffer.defined() ? reinterpret_cast<char*>(buffer.nonzero.data_ptr<uint8_t>())
+                                       : nullptr;
       scatter_rows_sum(columns.data_ptr<int64_t>(), values.data_ptr<scalar_t>(), batch, k,
-                       input.data_ptr<scalar_t>(), in, out, grad_weight.data_ptr<scalar_t>());
+                       input.data_ptr<scalar_t>(), in, out, grad_weight.data_ptr<scalar_t>(),
+                       nonzero);
     }
   });
   const int64_t touched = count_touched(columns.data_ptr<int64_t>(), batch * k, out);
@@ -389,7 +405,7 @@ std::tuple<at::Tensor, at::Tensor, int64_t> linear_backward_per_example(
 // Unified meProp backward: one k-set for the batch; the products are small dense matmuls.
 std::tuple<at::Tensor, at::Tensor> linear_backward_unified(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, int64_t k,
-    bool need_input, bool need_weight) {
+    bool need_input, bool need_weight, const GradBuffer& buffer = {}) {
   check_input(grad_output, "grad_output");
   const int64_t batch = grad_output.size(0), out = weight.size(0);
   TORCH_CHECK(k > 0 && k <= out, "k must be in [1, out_features]");
@@ -401,7 +417,16 @@ std::tuple<at::Tensor, at::Tensor> linear_backward_unified(
   const auto kept = grad_output.index_select(1, columns);  // [batch, k]
   at::Tensor grad_input, grad_weight;
   if (need_input) grad_input = at::mm(kept, weight.index_select(0, columns));
-  if (need_weight) {
+  if (need_weight && buffer.defined()) {
+    // Clear the rows written last time that are not written now, then write the k rows.
+    auto selected = at::zeros({out}, buffer.nonzero.options());
+    selected.index_fill_(0, columns, 1);
+    const auto stale = at::logical_and(buffer.nonzero, selected.logical_not()).nonzero().view(-1);
+    buffer.tensor.index_fill_(0, stale, 0);
+    buffer.tensor.index_copy_(0, columns, at::mm(kept.t(), input));
+    buffer.nonzero.copy_(selected);
+    grad_weight = buffer.tensor;
+  } else if (need_weight) {
     grad_weight = at::zeros_like(weight);
     grad_weight.index_copy_(0, columns, at::mm(kept.t(), input));
   }
@@ -413,22 +438,32 @@ std::tuple<at::Tensor, at::Tensor> linear_backward_unified(
 // about as much per call as the sparse products themselves, in the forward and again in the
 // backward. Returns (output, touched): ``touched`` is a 0-d int64 tensor, -1 until the backward
 // has run, then the number of weight rows it updated.
+//
+// With a persistent buffer (``buffer``, ``nonzero``; the Python option ``persistent_grad``) the
+// weight gradient is not allocated and mostly zero-filled per step: when the weight has no
+// gradient yet (after ``zero_grad(set_to_none=True)``) and this is a plain ``backward()``, the
+// buffer's stale rows are cleared, the new rows written, and the buffer becomes ``weight.grad``
+// directly. Otherwise (a gradient to accumulate into, ``autograd.grad``, ``backward(inputs=)``)
+// the ordinary path runs and the buffer is marked as wholly stale.
 class MePropLinearFunction : public torch::autograd::Function<MePropLinearFunction> {
  public:
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
-                                                at::Tensor input, at::Tensor weight,
-                                                std::optional<at::Tensor> bias, int64_t k,
-                                                bool unified) {
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, at::Tensor input, at::Tensor weight,
+      std::optional<at::Tensor> bias, int64_t k, bool unified,
+      std::optional<at::Tensor> buffer, std::optional<at::Tensor> nonzero) {
     ctx->save_for_backward({input, weight});
     // Without a bias there is no third graph input: needs_input_grad(2) would not exist.
     ctx->saved_data["has_bias"] = bias.has_value();
     ctx->saved_data["k"] = k;
     ctx->saved_data["unified"] = unified;
+    if (buffer.has_value() && nonzero.has_value()) {
+      ctx->saved_data["buffer"] = *buffer;
+      ctx->saved_data["nonzero"] = *nonzero;
+    }
     auto touched = at::full({}, -1, input.options().dtype(at::kLong));
     ctx->saved_data["touched"] = touched;
     ctx->mark_non_differentiable({touched});
-    auto output = at::linear(input, weight, bias);
-    return {output, touched};
+    return {at::linear(input, weight, bias), touched};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -439,34 +474,58 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
                 "meProp's backward is not differentiable (create_graph=True is not supported)");
     const auto saved = ctx->get_saved_variables();
     const auto& input = saved[0];
-    const auto& weight = saved[1];
+    auto weight = saved[1];  // a leaf is saved as itself: its .grad is the parameter's
     const int64_t k = ctx->saved_data["k"].toInt();
     const bool unified = ctx->saved_data["unified"].toBool();
     auto touched = ctx->saved_data["touched"].toTensor();
     const auto grad_output = grads[0].contiguous();
     const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1),
                need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
+    GradBuffer buffer;
+    if (need_weight && ctx->saved_data.count("buffer")) {
+      buffer = {ctx->saved_data["buffer"].toTensor(), ctx->saved_data["nonzero"].toTensor()};
+      const auto* exec_info = torch::autograd::get_current_graph_task_exec_info();
+      const bool plain_backward = exec_info != nullptr && exec_info->empty();
+      if (!plain_backward || weight.grad().defined()) {
+        buffer.nonzero.fill_(1);  // it may be weight.grad and accumulate anything now
+        buffer = {};
+      }
+    }
     at::Tensor grad_input, grad_weight, grad_bias;
     if (unified) {
       std::tie(grad_input, grad_weight) = linear_backward_unified(
-          grad_output, input.contiguous(), weight.contiguous(), k, need_input, need_weight);
+          grad_output, input.contiguous(), weight.contiguous(), k, need_input, need_weight,
+          buffer);
       touched.fill_(std::min(k, weight.size(0)));
     } else {
       int64_t rows = 0;
       std::tie(grad_input, grad_weight, rows) = linear_backward_per_example(
-          grad_output, input.contiguous(), weight.contiguous(), k, need_input, need_weight);
+          grad_output, input.contiguous(), weight.contiguous(), k, need_input, need_weight,
+          buffer);
       touched.fill_(rows);
     }
+    if (buffer.defined()) {
+      weight.mutable_grad() = buffer.tensor;
+      grad_weight = at::Tensor();  // already in place: nothing for AccumulateGrad to add
+    }
     if (need_bias) grad_bias = grad_output.sum(0);
-    return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor()};
+    return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
 std::tuple<at::Tensor, at::Tensor> linear(const at::Tensor& input, const at::Tensor& weight,
                                           const std::optional<at::Tensor>& bias, int64_t k,
-                                          bool unified) {
+                                          bool unified, const std::optional<at::Tensor>& buffer,
+                                          const std::optional<at::Tensor>& nonzero) {
   TORCH_CHECK(k > 0 && k <= weight.size(0), "k must be in [1, out_features]");
-  auto outputs = MePropLinearFunction::apply(input, weight, bias, k, unified);
+  if (buffer.has_value()) {
+    TORCH_CHECK(nonzero.has_value() && buffer->sizes() == weight.sizes() &&
+                    buffer->dtype() == weight.dtype() && buffer->is_contiguous() &&
+                    nonzero->scalar_type() == at::kByte && nonzero->numel() == weight.size(0),
+                "the gradient buffer must match the weight");
+  }
+  auto outputs = MePropLinearFunction::apply(input, weight, bias, k, unified, buffer, nonzero);
   return {outputs[0], outputs[1]};
 }
 
@@ -569,10 +628,10 @@ lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     }
     grad_w_ih = at::empty_like(weight_ih);
     scatter_rows_sum(cols, vals, rows_total, kept, data.data_ptr<T>(), in, 4 * hidden,
-                     grad_w_ih.data_ptr<T>());
+                     grad_w_ih.data_ptr<T>(), static_cast<char*>(nullptr));
     grad_w_hh = at::empty_like(weight_hh);
     scatter_rows_sum(cols, vals, rows_total, kept, h_prev_rows.data_ptr<T>(), hidden,
-                     4 * hidden, grad_w_hh.data_ptr<T>());
+                     4 * hidden, grad_w_hh.data_ptr<T>(), static_cast<char*>(nullptr));
   });
   touched = count_touched(columns.data_ptr<int64_t>(), rows_total * kept, 4 * hidden);
   return {grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_pre.sum(0), touched};
@@ -648,8 +707,6 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& projected, const at::Tens
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "meProp's backward on the CPU, compiled (see meprop/kernels/cpu.cpp)";
-  module.def("linear_backward_per_example", &linear_backward_per_example);
-  module.def("linear_backward_unified", &linear_backward_unified);
   module.def("linear", &linear);
   module.def("lstm_backward", &lstm_backward);
   module.def("lstm_forward", &lstm_forward);
