@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from meprop.nn import Linear
+from meprop.nn import Linear, use_persistent_grad
 from meprop.training import (
     BackpropClock,
     make_optimizer,
@@ -79,11 +79,12 @@ def accuracy(model, images, labels, batch_size=1000):
 
 
 def train_mnist(config, tensors, epochs=20, batch_size=10, optimizer="adam", lr=None, seed=1,
-                device=torch.device("cpu"), progress=True, limit=None):
+                device=torch.device("cpu"), progress=True, limit=None, persistent_grad=False):
     """Train, keep the epoch with the best dev accuracy, report its test accuracy.
 
     ``tensors`` is what ``data.mnist.load`` returns; ``limit`` keeps only the first training
-    examples (tests use it). Returns a flat metrics dict (accuracies in %, times in s).
+    examples (tests use it); ``persistent_grad`` gives the meProp layers persistent gradient
+    buffers (``meprop.Linear``). Returns a flat metrics dict (accuracies in %, times in s).
     """
     seed_everything(seed)
     splits = prepare(tensors, device)
@@ -91,6 +92,7 @@ def train_mnist(config, tensors, epochs=20, batch_size=10, optimizer="adam", lr=
     if limit:
         train_images, train_labels = train_images[:limit], train_labels[:limit]
     model = MLP(config).to(device)
+    use_persistent_grad(model, persistent_grad)
     opt = make_optimizer(optimizer, model.parameters(), lr or DEFAULT_LR[optimizer])
     clock = BackpropClock(device)
     shuffle = torch.Generator().manual_seed(seed)

@@ -56,6 +56,15 @@ def test_train_mnist_is_deterministic_under_seed():
     assert runs[0]["rows_touched"] == runs[1]["rows_touched"]
 
 
+def test_persistent_grad_trains_exactly_as_fresh_gradients():
+    """Same gradients, so the same run: the buffer changes speed, not results."""
+    runs = [train_mnist(MLPConfig(hidden=32, k=4), fake_mnist(), epochs=1, batch_size=10,
+                        progress=False, seed=3, persistent_grad=persistent)
+            for persistent in (False, True)]
+    for key in ("dev_accuracy", "test_accuracy", "rows_touched"):
+        assert runs[0][key] == runs[1][key]
+
+
 def write_fake_mnist_dir(root):
     folder = root / "mnist"
     folder.mkdir(parents=True)
