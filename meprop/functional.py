@@ -165,6 +165,7 @@ class GradBuffer:
 
 
 def _hooked(weight):
+    """Whether gradient hooks watch ``weight`` (a buffer written in place would skip them)."""
     return bool(weight._backward_hooks or getattr(weight, "_post_accumulate_grad_hooks", None))
 
 

@@ -30,7 +30,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from meprop import kernels
-from meprop.functional import sparse_weight_grad
+from meprop.functional import _hooked, sparse_weight_grad
 from meprop.selection import gate_indices
 
 N_GATES = 4
@@ -59,7 +59,7 @@ class LSTMLayerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(data, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, reverse, k,
-                mode, selection, record):
+                mode, selection, record, grad_buffers):
         hidden = weight_hh.shape[1]
         bias = None
         if bias_ih is not None:
@@ -92,12 +92,16 @@ class LSTMLayerFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         data, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, reverse, k, mode, \
-            selection, record = inputs
+            selection, record, grad_buffers = inputs
         gates, cells, h_prev_rows, c_prev_rows = output[3:]
         ctx.mark_non_differentiable(gates, cells, h_prev_rows, c_prev_rows)
         ctx.save_for_backward(data, weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows)
         ctx.batch_sizes, ctx.reverse, ctx.k, ctx.mode = batch_sizes, reverse, k, mode
         ctx.selection, ctx.record = selection, record
+        # The parameters themselves (saved_tensors need not give back the same objects): a
+        # persistent gradient buffer becomes their .grad directly.
+        ctx.grad_buffers = grad_buffers
+        ctx.weights = (weight_ih, weight_hh) if grad_buffers is not None else None
 
     @staticmethod
     @once_differentiable
@@ -171,22 +175,46 @@ class LSTMLayerFunction(torch.autograd.Function):
         grad_bias = grad_pre.sum(0) if (need_b_ih or need_b_hh) else None
         return (grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh,
                 grad_bias if need_b_ih else None, grad_bias if need_b_hh else None,
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 def _compiled_backward(ctx, kernel, k, grad_output, grad_h_n, grad_c_n):
     """:meth:`LSTMLayerFunction.backward` as one call into the compiled CPU kernels."""
     data, weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows = ctx.saved_tensors
     need_data, _, _, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:7]
+    into = _buffers_to_use(ctx, kernel, (need_w_ih, need_w_hh))
     grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias, touched = kernel.lstm_backward(
         grad_output.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), data.contiguous(),
         weight_ih.contiguous(), weight_hh.contiguous(), gates, cells, h_prev_rows, c_prev_rows,
-        list(ctx.batch_sizes), ctx.reverse, k, ctx.mode == "unified", need_data)
+        list(ctx.batch_sizes), ctx.reverse, k, ctx.mode == "unified", need_data,
+        *into[0], *into[1])
     if ctx.record is not None:
         ctx.record.touched = touched
-    return (grad_data, grad_h, grad_c, grad_w_ih if need_w_ih else None,
-            grad_w_hh if need_w_hh else None, grad_bias if need_b_ih else None,
-            grad_bias if need_b_hh else None, None, None, None, None, None, None)
+    grads = [grad_w_ih if need_w_ih else None, grad_w_hh if need_w_hh else None]
+    for index, (buffer, _) in enumerate(into):
+        if buffer is not None:  # written in place: it is the parameter's gradient now
+            ctx.weights[index].grad = buffer
+            grads[index] = None
+    return (grad_data, grad_h, grad_c, *grads, grad_bias if need_b_ih else None,
+            grad_bias if need_b_hh else None, None, None, None, None, None, None, None)
+
+
+def _buffers_to_use(ctx, kernel, needed):
+    """Per weight (ih, hh): its persistent gradient ``(buffer, nonzero)`` where the backward
+    may write it as the parameter's .grad — a plain ``backward()`` and no gradient there yet —
+    else ``(None, None)``, marking an unused buffer wholly stale (see GradBuffer)."""
+    if ctx.grad_buffers is None:
+        return [(None, None), (None, None)]
+    plain = kernel.plain_backward()
+    into = []
+    for weight, buffer, need in zip(ctx.weights, ctx.grad_buffers, needed, strict=True):
+        if need and plain and weight.grad is None and not _hooked(weight):
+            into.append(buffer.tensors(weight))
+        else:
+            if buffer.nonzero is not None:
+                buffer.nonzero.fill_(1)
+            into.append((None, None))
+    return into
 
 
 def _as_packed_data(module, input):
@@ -240,7 +268,8 @@ def lstm_forward(module, input, hx=None):
                 layer_input, h0[index], c0[index], getattr(module, "weight_ih" + suffix),
                 getattr(module, "weight_hh" + suffix), bias_ih, bias_hh, batch_sizes,
                 bool(direction), module.k, module.meprop_mode, module.selection,
-                module._part_records[index])
+                module._part_records[index],
+                None if module._grad_buffers is None else module._grad_buffers[index])
             outputs.append(output)
             h_n.append(h_last)
             c_n.append(c_last)

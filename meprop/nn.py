@@ -50,12 +50,15 @@ class Linear(nn.Linear):
 
 
 def use_persistent_grad(model, enabled=True):
-    """Switch ``persistent_grad`` on (or off) for every :class:`Linear` in ``model``; returns
-    how many layers it set."""
-    layers = [module for module in model.modules() if isinstance(module, Linear)]
+    """Switch ``persistent_grad`` on (or off) for every meProp :class:`Linear` and
+    :class:`LSTM` in ``model``; returns how many layers it set."""
+    layers = [module for module in model.modules() if isinstance(module, (Linear, LSTM))]
     for layer in layers:
-        layer.persistent_grad = bool(enabled)
-        layer._grad_buffer = GradBuffer() if enabled else None
+        if isinstance(layer, LSTM):
+            layer._set_persistent_grad(enabled)
+        else:
+            layer.persistent_grad = bool(enabled)
+            layer._grad_buffer = GradBuffer() if enabled else None
     return len(layers)
 
 
@@ -68,11 +71,12 @@ class LSTM(nn.LSTM):
     ``(h0, c0)``) and return value ``(output, (h_n, c_n))`` as ``nn.LSTM``, so state dicts
     interchange. With k None, 0 or >= hidden_size it *is* ``nn.LSTM`` (PyTorch's own kernels).
     The meProp mode is the attribute ``meprop_mode`` (``mode`` is nn.LSTM's own, "LSTM").
+    ``persistent_grad`` as for :class:`Linear`, for every ``weight_ih``/``weight_hh``.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, k=None, mode="per_example", selection="topk",
-                 device=None, dtype=None):
+                 device=None, dtype=None, persistent_grad=False):
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype)
         self.k = check_k(k)
@@ -81,6 +85,12 @@ class LSTM(nn.LSTM):
         self.selection = check_selection(selection)
         self._part_records = [BackwardRecord() for _ in range(num_layers * self._directions)]
         self.backward_record = CompositeRecord(self._part_records)
+        self._set_persistent_grad(persistent_grad)
+
+    def _set_persistent_grad(self, enabled):
+        self.persistent_grad = bool(enabled)
+        self._grad_buffers = [(GradBuffer(), GradBuffer()) for _ in self._part_records] if (
+            enabled) else None
 
     @property
     def _directions(self):
@@ -108,4 +118,6 @@ class LSTM(nn.LSTM):
 
     def extra_repr(self):
         text = f"{super().extra_repr()}, k={self.k}, mode={self.meprop_mode}"
+        if self.persistent_grad:
+            text += ", persistent_grad=True"
         return text if self.selection == "topk" else f"{text}, selection={self.selection}"

@@ -122,7 +122,8 @@ def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup):
     dense = torch.nn.LSTM(n_in, hidden, bidirectional=True, device=device)
     result = {"dense": time_backward(dense, inputs, None, device, repeats, warmup)}
     for mode in ("per_example", "unified"):
-        layer = meprop.LSTM(n_in, hidden, bidirectional=True, k=k, mode=mode, device=device)
+        layer = meprop.LSTM(n_in, hidden, bidirectional=True, k=k, mode=mode, device=device,
+                            persistent_grad=PERSISTENT_GRAD)
         layer.load_state_dict(dense.state_dict())
         result[mode] = time_backward(layer, inputs, None, device, repeats, warmup)
     return result

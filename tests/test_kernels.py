@@ -284,3 +284,29 @@ def test_persistent_grad_follows_a_dtype_change():
     layer(torch.randn(3, 6, dtype=torch.float64)).sum().backward()
     assert layer.weight.grad.dtype == torch.float64
     assert "persistent_grad=True" in repr(layer)
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+def test_lstm_persistent_grad_equals_fresh_gradients(mode):
+    """Two layers, both directions, packed sentences of unequal length; steps with
+    zero_grad(set_to_none), accumulation, and the LSTM called twice in one graph."""
+    torch.manual_seed(0)
+    plain = meprop.LSTM(5, 7, num_layers=2, bidirectional=True, k=2, mode=mode).double()
+    buffered = meprop.LSTM(5, 7, num_layers=2, bidirectional=True, k=2, mode=mode).double()
+    buffered.load_state_dict(plain.state_dict())
+    assert meprop.use_persistent_grad(torch.nn.Sequential(buffered)) == 1
+    for action, calls in [("none", 1), ("none", 1), ("keep", 1), ("none", 2), ("none", 1)]:
+        sentences = [pack_sequence([torch.randn(n, 5, dtype=torch.float64) for n in (6, 4, 3)])
+                     for _ in range(calls)]
+        for module in (plain, buffered):
+            if action == "none":
+                module.zero_grad(set_to_none=True)
+            sum(module(packed)[0].data.pow(2).sum() for packed in sentences).backward()
+        for name, parameter in plain.named_parameters():
+            torch.testing.assert_close(buffered.get_parameter(name).grad, parameter.grad,
+                                       atol=1e-12, rtol=0)
+    buffered.zero_grad(set_to_none=True)
+    buffered(sentences[0])[0].data.sum().backward()
+    first_buffer = buffered._grad_buffers[0][0].tensor
+    assert buffered.weight_ih_l0.grad.data_ptr() == first_buffer.data_ptr()

@@ -366,7 +366,27 @@ void check_input(const at::Tensor& tensor, const char* name) {
 struct GradBuffer {
   at::Tensor tensor, nonzero;
   bool defined() const { return tensor.defined(); }
+  char* rows() const {
+    return defined() ? reinterpret_cast<char*>(nonzero.data_ptr<uint8_t>()) : nullptr;
+  }
 };
+
+GradBuffer grad_buffer(const std::optional<at::Tensor>& tensor,
+                       const std::optional<at::Tensor>& nonzero, const at::Tensor& weight) {
+  if (!tensor.has_value()) return {};
+  TORCH_CHECK(nonzero.has_value() && tensor->sizes() == weight.sizes() &&
+                  tensor->dtype() == weight.dtype() && tensor->is_contiguous() &&
+                  nonzero->scalar_type() == at::kByte && nonzero->numel() == weight.size(0),
+              "the gradient buffer must match the weight");
+  return {*tensor, *nonzero};
+}
+
+// True inside a plain ``backward()`` (no ``inputs=``, not ``autograd.grad``): only then may a
+// backward write a parameter's ``.grad`` itself.
+bool plain_backward() {
+  const auto* exec_info = torch::autograd::get_current_graph_task_exec_info();
+  return exec_info != nullptr && exec_info->empty();
+}
 
 // Per-example meProp backward of y = x W^T + b: returns (grad_input or an empty tensor,
 // grad_weight or an empty tensor, rows of W touched).
@@ -391,11 +411,9 @@ std::tuple<at::Tensor, at::Tensor, int64_t> linear_backward_per_example(
     }
     if (need_weight) {
       grad_weight = buffer.defined() ? buffer.tensor : at::empty({out, in}, grad_output.options());
-      char* nonzero = buffer.defined() ? reinterpret_cast<char*>(buffer.nonzero.data_ptr<uint8_t>())
-                                       : nullptr;
       scatter_rows_sum(columns.data_ptr<int64_t>(), values.data_ptr<scalar_t>(), batch, k,
                        input.data_ptr<scalar_t>(), in, out, grad_weight.data_ptr<scalar_t>(),
-                       nonzero);
+                       buffer.rows());
     }
   });
   const int64_t touched = count_touched(columns.data_ptr<int64_t>(), batch * k, out);
@@ -484,9 +502,7 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
     GradBuffer buffer;
     if (need_weight && ctx->saved_data.count("buffer")) {
       buffer = {ctx->saved_data["buffer"].toTensor(), ctx->saved_data["nonzero"].toTensor()};
-      const auto* exec_info = torch::autograd::get_current_graph_task_exec_info();
-      const bool plain_backward = exec_info != nullptr && exec_info->empty();
-      if (!plain_backward || weight.grad().defined()) {
+      if (!plain_backward() || weight.grad().defined()) {
         buffer.nonzero.fill_(1);  // it may be weight.grad and accumulate anything now
         buffer = {};
       }
@@ -519,12 +535,7 @@ std::tuple<at::Tensor, at::Tensor> linear(const at::Tensor& input, const at::Ten
                                           bool unified, const std::optional<at::Tensor>& buffer,
                                           const std::optional<at::Tensor>& nonzero) {
   TORCH_CHECK(k > 0 && k <= weight.size(0), "k must be in [1, out_features]");
-  if (buffer.has_value()) {
-    TORCH_CHECK(nonzero.has_value() && buffer->sizes() == weight.sizes() &&
-                    buffer->dtype() == weight.dtype() && buffer->is_contiguous() &&
-                    nonzero->scalar_type() == at::kByte && nonzero->numel() == weight.size(0),
-                "the gradient buffer must match the weight");
-  }
+  grad_buffer(buffer, nonzero, weight);  // checks it
   auto outputs = MePropLinearFunction::apply(input, weight, bias, k, unified, buffer, nonzero);
   return {outputs[0], outputs[1]};
 }
@@ -545,14 +556,20 @@ std::vector<int64_t> step_starts(const std::vector<int64_t>& batch_sizes) {
 // Back propagation through time of one LSTM layer in one direction over packed rows, keeping
 // each gate's top-k of the pre-activation gradient (per row, or per step when unified); see
 // meprop/lstm.py for the rule and the layout. Returns (grad_data or empty, grad_h0, grad_c0,
-// grad_weight_ih, grad_weight_hh, grad_bias, rows of weight_ih touched).
+// grad_weight_ih, grad_weight_hh, grad_bias, rows of weight_ih touched). ``buffer_*`` and
+// ``nonzero_*``, where given, are persistent weight gradients written in place (GradBuffer).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t>
 lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
               const at::Tensor& grad_c_n, const at::Tensor& data, const at::Tensor& weight_ih,
               const at::Tensor& weight_hh, const at::Tensor& gates, const at::Tensor& cells,
               const at::Tensor& h_prev_rows, const at::Tensor& c_prev_rows,
               const std::vector<int64_t>& batch_sizes, bool reverse, int64_t k, bool unified,
-              bool need_data) {
+              bool need_data, const std::optional<at::Tensor>& buffer_ih,
+              const std::optional<at::Tensor>& nonzero_ih,
+              const std::optional<at::Tensor>& buffer_hh,
+              const std::optional<at::Tensor>& nonzero_hh) {
+  const GradBuffer into_ih = grad_buffer(buffer_ih, nonzero_ih, weight_ih);
+  const GradBuffer into_hh = grad_buffer(buffer_hh, nonzero_hh, weight_hh);
   for (const auto* tensor : {&grad_output, &grad_h_n, &grad_c_n, &data, &weight_ih, &weight_hh,
                              &gates, &cells, &h_prev_rows, &c_prev_rows})
     check_input(*tensor, "LSTM tensor");
@@ -626,12 +643,12 @@ lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       gather_rows_sum(cols, vals, rows_total, kept, weight_ih.data_ptr<T>(), 4 * hidden, in,
                       grad_data.data_ptr<T>());
     }
-    grad_w_ih = at::empty_like(weight_ih);
+    grad_w_ih = into_ih.defined() ? into_ih.tensor : at::empty_like(weight_ih);
     scatter_rows_sum(cols, vals, rows_total, kept, data.data_ptr<T>(), in, 4 * hidden,
-                     grad_w_ih.data_ptr<T>(), static_cast<char*>(nullptr));
-    grad_w_hh = at::empty_like(weight_hh);
+                     grad_w_ih.data_ptr<T>(), into_ih.rows());
+    grad_w_hh = into_hh.defined() ? into_hh.tensor : at::empty_like(weight_hh);
     scatter_rows_sum(cols, vals, rows_total, kept, h_prev_rows.data_ptr<T>(), hidden,
-                     4 * hidden, grad_w_hh.data_ptr<T>(), static_cast<char*>(nullptr));
+                     4 * hidden, grad_w_hh.data_ptr<T>(), into_hh.rows());
   });
   touched = count_touched(columns.data_ptr<int64_t>(), rows_total * kept, 4 * hidden);
   return {grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_pre.sum(0), touched};
@@ -709,5 +726,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "meProp's backward on the CPU, compiled (see meprop/kernels/cpu.cpp)";
   module.def("linear", &linear);
   module.def("lstm_backward", &lstm_backward);
+  module.def("plain_backward", &plain_backward);
   module.def("lstm_forward", &lstm_forward);
 }
