@@ -9,6 +9,7 @@ from meprop.cli_options import (
     dropout_option,
     metrics_json_option,
     mode_option,
+    persistent_grad_option,
     seed_option,
     selection_option,
 )
@@ -46,10 +47,7 @@ def main():
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding mnist/*.gz (else $MEPROP_DATA, else ~/.cache/meprop, "
               "downloading there).")
-@click.option("--persistent-grad", is_flag=True,
-              help="Keep one weight-gradient buffer per meProp layer and rewrite only the rows "
-              "each backward touches, instead of a fresh, mostly zero gradient per step "
-              "(compiled CPU path; same gradients, faster at small batches).")
+@persistent_grad_option()
 @metrics_json_option()
 @click.option("--limit", type=click.IntRange(min=1), default=None, hidden=True,
               help="Train on the first N training images only (for quick checks).")

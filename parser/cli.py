@@ -19,6 +19,7 @@ from meprop.cli_options import (  # noqa: E402
     load_model_or_fail,
     metrics_json_option,
     mode_option,
+    persistent_grad_option,
     refuse_overwrite,
     seed_option,
     selection_option,
@@ -66,12 +67,13 @@ def main():
 @click.option("--embeddings", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Pre-trained word vectors, text format 'word v1 ... v50' per line.")
 @seed_option("Seed for initialisation and batch order.")
+@persistent_grad_option()
 @device_option()
 @training_run_options("parser.pt")
 @metrics_json_option()
 def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, dropout, epochs,
-          batch_size, optimizer, lr, pos_column, min_word_freq, embeddings, seed, device,
-          data_dir, resume, out, metrics_json, quiet):
+          batch_size, optimizer, lr, pos_column, min_word_freq, embeddings, seed, persistent_grad,
+          device, data_dir, resume, out, metrics_json, quiet):
     """Train a parser; with no files, on UD English EWT (train, dev for model selection)."""
     from data import DataError, conll
     from data.datasets import split_path
@@ -89,7 +91,8 @@ def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, 
     overrides = dict(hidden=hidden, layers=layers, activation=activation, dropout=dropout,
                      k=k or None, mode=mode, selection=selection, pos_column=pos_column)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                           seed=seed, min_word_freq=min_word_freq, embeddings=embeddings)
+                           seed=seed, min_word_freq=min_word_freq, embeddings=embeddings,
+                           persistent_grad=persistent_grad)
     metrics = train_parser(overrides, train_sentences, dev_sentences, options, out,
                            device=device, resume=resume, progress=not quiet,
                            log=lambda text: click.echo(text, err=True))

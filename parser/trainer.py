@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from data.vocab import Vocab
+from meprop.nn import use_persistent_grad
 from meprop.training import (
     BackpropClock,
     load_checkpoint,
@@ -35,6 +36,7 @@ class TrainOptions:
     lr: float = None
     seed: int = 1
     min_word_freq: int = 2
+    persistent_grad: bool = False  # meprop.use_persistent_grad on the model
     embeddings: str = None  # text file of pre-trained word vectors
 
 
@@ -91,6 +93,7 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
     log(f"{len(features)} training transitions from {len(train_sentences) - skipped} sentences; "
         f"{skipped} non-projective sentences skipped")
     model = ParserModel(config).to(device)
+    use_persistent_grad(model, options.persistent_grad)
     if options.embeddings and not state:
         found = model.load_pretrained(options.embeddings, vocabs["words"], normalize_word)
         log(f"pre-trained vectors for {found} of {len(vocabs['words'])} words")

@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pack_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import meprop  # noqa: E402
 from data import conll  # noqa: E402
 from data.batching import bucket_batches  # noqa: E402
 from data.datasets import split_path  # noqa: E402
@@ -61,6 +62,7 @@ def training_speed(args, k):
                           feature_sizes=[len(vocabs[n]) for n in FEATURE_NAMES],
                           tag_sizes={c: len(vocabs[c]) for c in ("upos", "xpos")}, k=k)
     model = TaggerModel(config)
+    meprop.use_persistent_grad(model, args.persistent_grad)
     optimizer = make_optimizer("adam", model.parameters(), 0.001)  # as tag train: fused on CPU
     batches = bucket_batches([len(s) for s in sentences], args.batch_size, seed=1)
     batches = batches[:WARMUP_STEPS + args.train_batches]
@@ -93,6 +95,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--skip-tagging", action="store_true")
+    parser.add_argument("--persistent-grad", action="store_true",
+                        help="meProp layers keep persistent weight-gradient buffers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "

@@ -13,6 +13,7 @@ from meprop.cli_options import (
     load_model_or_fail,
     metrics_json_option,
     mode_option,
+    persistent_grad_option,
     refuse_overwrite,
     seed_option,
     training_run_options,
@@ -62,12 +63,13 @@ def main():
               help="Learning rate [default: 0.003 for Adam (chosen on EWT dev), 0.01 for "
               "AdaGrad].")
 @seed_option("Seed for initialisation, batch order and word dropout.")
+@persistent_grad_option()
 @device_option()
 @training_run_options("tagger.pt")
 @metrics_json_option()
 def train(train_file, dev_file, column, k, mode, hidden, word_dim, feature_dim, dropout,
-          word_dropout, min_word_freq, epochs, batch_size, optimizer, lr, seed, device, data_dir,
-          resume, out, metrics_json, quiet):
+          word_dropout, min_word_freq, epochs, batch_size, optimizer, lr, seed, persistent_grad,
+          device, data_dir, resume, out, metrics_json, quiet):
     """Train a tagger; with no files, on UD English EWT (train, dev for model selection)."""
     from data import DataError, conll
     from data.datasets import split_path
@@ -84,7 +86,8 @@ def train(train_file, dev_file, column, k, mode, hidden, word_dim, feature_dim, 
                          mode=mode, dropout=dropout, word_dropout=word_dropout,
                          columns=COLUMN_CHOICES[column])
         options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                               seed=seed, min_word_freq=min_word_freq)
+                               seed=seed, min_word_freq=min_word_freq,
+                               persistent_grad=persistent_grad)
         metrics = train_tagger(overrides, train_sentences, dev_sentences, options, out,
                                device=device, resume=resume, progress=not quiet,
                                log=lambda text: click.echo(text, err=True))

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from data.batching import bucket_batches
 from data.vocab import Vocab
+from meprop.nn import use_persistent_grad
 from meprop.stats import rows_touched
 from meprop.training import (
     BackpropClock,
@@ -40,6 +41,7 @@ class TrainOptions:
     lr: float = None
     seed: int = 1
     min_word_freq: int = 2
+    persistent_grad: bool = False  # meprop.use_persistent_grad on the model
 
 
 def evaluate(model, vocabs, gold_sentences):
@@ -87,6 +89,7 @@ def train_tagger(config_overrides, train_sentences, dev_sentences, options, out,
     log(f"{len(inputs)} training sentences, {sum(map(len, inputs))} words, "
         f"{len(vocabs['known_words'])} word types, {len(vocabs['words'])} with an embedding")
     model = TaggerModel(config).to(device)
+    use_persistent_grad(model, options.persistent_grad)
     optimizer = make_optimizer(options.optimizer, model.parameters(),
                                options.lr or DEFAULT_LR[options.optimizer])
     best = {"dev_score": -1.0, "best_epoch": 0}

@@ -207,3 +207,20 @@ def test_punctuation_from_ud_or_ptb_tags():
     assert is_punct("_", ",") and is_punct(",", ",")  # CoNLL-X: CPOSTAG is the PTB tag
     assert is_punct("-LRB-", "-LRB-") and not is_punct("NN", "NN")
     assert not is_punct("SYM", "$")  # a UD tag decides, even where the PTB tag is punctuation
+
+
+def test_cli_persistent_grad_trains_the_same_model(tmp_path):
+    """--persistent-grad changes how gradients are stored, not what they are."""
+    treebank = write_treebank(tmp_path / "t.conllu", repeat=3)
+    states = []
+    for flag in ([], ["--persistent-grad"]):
+        out = tmp_path / f"m{len(flag)}.pt"
+        result = CliRunner().invoke(main, ["train", "--train", str(treebank), "--dev",
+                                           str(treebank), "--hidden", "16", "--layers", "1",
+                                           "--k", "4", "--epochs", "2", "--batch-size", "8",
+                                           "--out",
+                                           str(out), "--quiet", "--device", "cpu", *flag])
+        assert result.exit_code == 0, result.output
+        states.append(torch.load(out, weights_only=True)["model"])
+    for name, value in states[0].items():
+        assert torch.equal(value, states[1][name]), name

@@ -182,3 +182,19 @@ def test_shipped_default_model_tags_ewt_dev(data_dir):
     for g, p in zip(gold, predicted, strict=True):
         score.add(g, p)
     assert score.accuracy("upos") > 90.0 and score.accuracy("xpos") > 90.0
+
+
+def test_cli_persistent_grad_trains_the_same_model(tmp_path):
+    """--persistent-grad changes how gradients are stored, not what they are."""
+    treebank = write_treebank(tmp_path / "t.conllu", repeat=2)
+    states = []
+    for flag in ([], ["--persistent-grad"]):
+        out = tmp_path / f"m{len(flag)}.pt"
+        result = CliRunner().invoke(main, ["train", "--train", str(treebank), "--dev",
+                                           str(treebank), "--hidden", "8", "--epochs", "2",
+                                           "--out", str(out), "--quiet", "--device", "cpu",
+                                           *flag])
+        assert result.exit_code == 0, result.output
+        states.append(load_model(out)[0].state_dict())
+    for name, value in states[0].items():
+        assert torch.equal(value, states[1][name]), name
