@@ -164,7 +164,7 @@ class GradBuffer:
         return self.tensor, self.nonzero
 
 
-def _hooked(weight):
+def has_grad_hooks(weight):
     """Whether gradient hooks watch ``weight`` (a buffer written in place would skip them)."""
     return bool(weight._backward_hooks or getattr(weight, "_post_accumulate_grad_hooks", None))
 
@@ -198,12 +198,14 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
         if record is not None:
             record.touched = out_features  # a dense backward updates every row
         return F.linear(input, weight, bias)
+    if not torch.is_grad_enabled():  # no backward will follow (inference)
+        return F.linear(input, weight, bias)
     # A 2-D input is used as it is: a reshape would add a view node to the graph per call.
     flat_input = input if input.dim() == 2 else input.reshape(-1, input.shape[-1])
     compiled = _compiled(flat_input, weight, bias, selection)
     if compiled is not None:
         buffer = nonzero = None
-        if grad_buffer is not None and weight.requires_grad and not _hooked(weight):
+        if grad_buffer is not None and weight.requires_grad and not has_grad_hooks(weight):
             buffer, nonzero = grad_buffer.tensors(weight)
         output, touched = compiled.linear(flat_input, weight, bias, k, mode == "unified",
                                           buffer, nonzero)

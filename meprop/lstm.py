@@ -30,7 +30,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from meprop import kernels
-from meprop.functional import _hooked, sparse_weight_grad
+from meprop.functional import has_grad_hooks, sparse_weight_grad
 from meprop.selection import gate_indices
 
 N_GATES = 4
@@ -208,7 +208,7 @@ def _buffers_to_use(ctx, kernel, needed):
     plain = kernel.plain_backward()
     into = []
     for weight, buffer, need in zip(ctx.weights, ctx.grad_buffers, needed, strict=True):
-        if need and plain and weight.grad is None and not _hooked(weight):
+        if need and plain and weight.grad is None and not has_grad_hooks(weight):
             into.append(buffer.tensors(weight))
         else:
             if buffer.nonzero is not None:

@@ -27,8 +27,12 @@ class Linear(nn.Linear):
         self.mode = check_mode(mode)
         self.selection = check_selection(selection)
         self.backward_record = BackwardRecord()
-        self.persistent_grad = bool(persistent_grad)
-        self._grad_buffer = GradBuffer() if persistent_grad else None
+        self.set_persistent_grad(persistent_grad)
+
+    def set_persistent_grad(self, enabled):
+        """Switch the persistent weight gradient on or off (see the class docstring)."""
+        self.persistent_grad = bool(enabled)
+        self._grad_buffer = GradBuffer() if enabled else None
 
     @property
     def out_rows(self):
@@ -54,11 +58,7 @@ def use_persistent_grad(model, enabled=True):
     :class:`LSTM` in ``model``; returns how many layers it set."""
     layers = [module for module in model.modules() if isinstance(module, (Linear, LSTM))]
     for layer in layers:
-        if isinstance(layer, LSTM):
-            layer._set_persistent_grad(enabled)
-        else:
-            layer.persistent_grad = bool(enabled)
-            layer._grad_buffer = GradBuffer() if enabled else None
+        layer.set_persistent_grad(enabled)
     return len(layers)
 
 
@@ -85,9 +85,10 @@ class LSTM(nn.LSTM):
         self.selection = check_selection(selection)
         self._part_records = [BackwardRecord() for _ in range(num_layers * self._directions)]
         self.backward_record = CompositeRecord(self._part_records)
-        self._set_persistent_grad(persistent_grad)
+        self.set_persistent_grad(persistent_grad)
 
-    def _set_persistent_grad(self, enabled):
+    def set_persistent_grad(self, enabled):
+        """Switch the persistent weight gradients on or off (see :class:`Linear`)."""
         self.persistent_grad = bool(enabled)
         self._grad_buffers = [(GradBuffer(), GradBuffer()) for _ in self._part_records] if (
             enabled) else None
