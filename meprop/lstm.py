@@ -208,7 +208,8 @@ def _buffers_to_use(ctx, kernel, needed):
     plain = kernel.plain_backward()
     into = []
     for weight, buffer, need in zip(ctx.weights, ctx.grad_buffers, needed, strict=True):
-        if need and plain and weight.grad is None and not has_grad_hooks(weight):
+        if need and plain and weight.is_leaf and weight.grad is None and (
+                not has_grad_hooks(weight)):
             into.append(buffer.tensors(weight))
         else:
             if buffer.nonzero is not None:

@@ -310,3 +310,18 @@ def test_lstm_persistent_grad_equals_fresh_gradients(mode):
     buffered(sentences[0])[0].data.sum().backward()
     first_buffer = buffered._grad_buffers[0][0].tensor
     assert buffered.weight_ih_l0.grad.data_ptr() == first_buffer.data_ptr()
+
+
+@needs_kernels
+def test_persistent_grad_lets_a_computed_weight_pass_its_gradient_on():
+    """A weight that is not a leaf (here scaled from a parameter) gets no buffer: its
+    gradient reaches the parameter it came from, as without the option."""
+    torch.manual_seed(0)
+    base = torch.randn(20, 6, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 6, dtype=torch.float64)
+    grads = []
+    for buffer in (None, meprop.functional.GradBuffer()):
+        base.grad = None
+        linear(x, base * 2.0, None, k=3, grad_buffer=buffer).sum().backward()
+        grads.append(base.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], atol=0, rtol=0)

@@ -502,7 +502,8 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
     GradBuffer buffer;
     if (need_weight && ctx->saved_data.count("buffer")) {
       buffer = {ctx->saved_data["buffer"].toTensor(), ctx->saved_data["nonzero"].toTensor()};
-      if (!plain_backward() || weight.grad().defined()) {
+      // A non-leaf weight's gradient must flow on to what computed it: no buffer there.
+      if (!plain_backward() || !weight.is_leaf() || weight.grad().defined()) {
         buffer.nonzero.fill_(1);  // it may be weight.grad and accumulate anything now
         buffer = {};
       }
