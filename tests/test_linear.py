@@ -237,11 +237,14 @@ def test_bad_mode_and_selection_raise():
 
 
 def test_cpu_autocast_bfloat16():
+    """Autocast runs the products in bfloat16: the Python Function's path, not the compiled
+    one (which does float32/float64 only)."""
     layer = meprop.Linear(8, 16, k=4)
     x = torch.randn(5, 8, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x)
     assert out.dtype == torch.bfloat16
+    assert "MePropLinearFunction" not in out.grad_fn.name()
     out.float().sum().backward()
     assert x.grad.dtype == torch.float32 and layer.weight.grad.dtype == torch.float32
     assert (layer.weight.grad.abs().sum(1) != 0).sum() <= 16
