@@ -436,13 +436,21 @@ std::tuple<at::Tensor, at::Tensor> linear_backward_unified(
   at::Tensor grad_input, grad_weight;
   if (need_input) grad_input = at::mm(kept, weight.index_select(0, columns));
   if (need_weight && buffer.defined()) {
-    // Clear the rows written last time that are not written now, then write the k rows.
-    auto selected = at::zeros({out}, buffer.nonzero.options());
-    selected.index_fill_(0, columns, 1);
-    const auto stale = at::logical_and(buffer.nonzero, selected.logical_not()).nonzero().view(-1);
-    buffer.tensor.index_fill_(0, stale, 0);
-    buffer.tensor.index_copy_(0, columns, at::mm(kept.t(), input));
-    buffer.nonzero.copy_(selected);
+    // Clear the rows written last time that are not written now, then copy in the k rows:
+    // plain loops, as a handful of indexing ops would cost more than the copies at small sizes.
+    const auto written = at::mm(kept.t(), input).contiguous();  // [k, in]
+    const int64_t* cols = columns.data_ptr<int64_t>();
+    std::vector<char> selected(out, 0);
+    for (int64_t j = 0; j < k; ++j) selected[cols[j]] = 1;
+    const int64_t row_bytes = weight.size(1) * static_cast<int64_t>(weight.element_size());
+    auto* target = static_cast<char*>(buffer.tensor.data_ptr());
+    const auto* source = static_cast<const char*>(written.data_ptr());
+    char* nonzero = buffer.rows();
+    for (int64_t r = 0; r < out; ++r)
+      if (nonzero[r] && !selected[r]) std::memset(target + r * row_bytes, 0, row_bytes);
+    for (int64_t j = 0; j < k; ++j)
+      std::memcpy(target + cols[j] * row_bytes, source + j * row_bytes, row_bytes);
+    std::memcpy(nonzero, selected.data(), out);
     grad_weight = buffer.tensor;
   } else if (need_weight) {
     grad_weight = at::zeros_like(weight);
