@@ -2,7 +2,7 @@
 
     python scripts/reproduce.py mnist|pos|parse [--quick] [--data-dir DIR] [--resume]
         [--treebank ewt|ptb-sample|wsj] [--wsj-dir DIR] [--out results/reproduce_TASK.md]
-        [--threads 2]
+        [--threads 2] [--seed 1]
 
 Each row runs the project's own command with the paper's settings (hidden 500; MNIST: 2 hidden
 layers, batches of 10, k=20; POS: the BiLSTM tagger on XPOS, batches of 1 sentence, k=5;
@@ -95,7 +95,8 @@ def run_row(task, optimizer, k, args, folder):
     quick_examples = args.examples or quick_examples
     train_json, test_json = Path(folder) / "train.json", Path(folder) / "test.json"
     model = Path(folder) / "model.pt"
-    common = ["--k", str(k), "--optimizer", optimizer, "--epochs", str(epochs), "--seed", "1",
+    common = ["--k", str(k), "--optimizer", optimizer, "--epochs", str(epochs), "--seed",
+              str(args.seed),
               "--device", args.device, "--metrics-json", str(train_json)]
     if task == "mnist":
         options = ["mnist", *common, "--batch-size", "10"]
@@ -161,6 +162,8 @@ def main():
     parser.add_argument("--out", default=None, help="[default: results/reproduce_TASK.md]")
     parser.add_argument("--optimizers", default="adam,adagrad")
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of every run (initialisation, order, dropout) [default: 1]")
     parser.add_argument("--examples", type=int, default=None,
                         help="with --quick: training examples (sentences, images) to keep")
     args = parser.parse_args()
@@ -168,7 +171,7 @@ def main():
     if args.treebank == "wsj" and not args.wsj_dir:
         parser.error("--treebank wsj needs --wsj-dir")
     suffix = ("" if args.treebank == "ewt" or args.task == "mnist" else f"_{args.treebank}") + (
-        "_quick" if args.quick else "")
+        "_quick" if args.quick else "") + ("" if args.seed == 1 else f"_seed{args.seed}")
     out = Path(args.out or ROOT / "results" / f"reproduce_{args.task}{suffix}.md")
     log = out.with_suffix(".jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,13 +189,15 @@ def main():
             with tempfile.TemporaryDirectory() as folder:
                 metrics = run_row(args.task, optimizer, k, args, folder)
             row = {"task": args.task, "optimizer": optimizer, "k": k, "quick": args.quick,
-                   "threads": torch.get_num_threads(), **metrics}
+                   "seed": args.seed, "threads": torch.get_num_threads(), **metrics}
             rows.append(row)
             with log.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
-            data = "" if args.task == "mnist" else f", {args.treebank}"
-            out.write_text(f"{args.task}{data}{' (quick)' if args.quick else ''}; paper (Adam): "
-                           f"{PAPER[args.task]}\n\n{markdown(args.task, rows)}\n")
+            title = args.task + ("" if args.task == "mnist" else f", {args.treebank}")
+            title += (" (quick)" if args.quick else "") + (
+                "" if args.seed == 1 else f", seed {args.seed}")
+            out.write_text(f"{title}; paper (Adam): {PAPER[args.task]}\n\n"
+                           f"{markdown(args.task, rows)}\n")
     print(out.read_text())
 
 

@@ -19,8 +19,12 @@ def test_quick_reproduction_writes_rows_and_resumes(task, examples, treebank, da
     command = [sys.executable, str(SCRIPT), task, "--quick", "--examples", examples, "--epochs",
                "1", "--optimizers", "adam", "--threads", "1", "--out", str(out), "--data-dir",
                str(data_dir), "--treebank", treebank]
+    seed = 2 if task == "mnist" else 1  # one case runs another seed
+    command += ["--seed", str(seed)]
     subprocess.run(command, check=True, capture_output=True, text=True)
     rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert all(row["seed"] == seed for row in rows)
+    assert ("seed 2" in out.read_text()) == (seed == 2)
     assert [(row["optimizer"], row["k"]) for row in rows] == [("adam", 0),
                                                               ("adam", {"mnist": 20, "pos": 5,
                                                                         "parse": 20}[task])]
