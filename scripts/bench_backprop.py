@@ -152,10 +152,11 @@ class _NoWorkLayer(torch.nn.Linear):
 
 
 def bench_overhead(device, repeats, warmup):
-    """The share of meProp's backward at MNIST's shapes that is fixed per-call cost."""
+    """The fixed cost of a Python autograd Function's backward (which the compiled layer, a
+    C++ Function, does not pay; the pure-PyTorch path does) beside meProp's whole backward."""
     print()
-    print("| layer | shape | batch | k | empty autograd Function backward ms | meProp "
-          "per-example ms | share |")
+    print("| layer | shape | batch | k | empty Python autograd Function backward ms | meProp "
+          "per-example ms | empty / meProp |")
     print("|---|---|---|---|---|---|---|")
     for name, n_in, n_out, batch, k in CASES[2:4]:
         torch.manual_seed(0)
