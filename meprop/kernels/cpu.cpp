@@ -261,9 +261,9 @@ void gather_rows_sum(const int64_t* columns, const T* values, int64_t rows, int6
 // grad[n, dim] = sum over kept entries (r, j) of values[r, j] * inputs[r] into row
 // columns[r, j]; rows nobody kept are 0. ``nonzero`` (may be null) marks the rows of ``grad``
 // that may be non-zero on entry — a persistent buffer: only those of them nobody keeps now are
-// cleared — and on return marks the rows written. Entries are grouped by target row within blocks of
-// input rows (a counting sort), so each target tile is accumulated in registers over all its
-// entries of a block; threads own column tiles, so no two write the same memory.
+// cleared — and on return marks the rows written. Entries are grouped by target row within
+// blocks of input rows (a counting sort), so each target tile is accumulated in registers over
+// all its entries of a block; threads own column tiles, so no two write the same memory.
 template <typename T>
 void scatter_rows_sum(const int64_t* columns, const T* values, int64_t rows, int64_t kept,
                       const T* inputs, int64_t dim, int64_t n, T* grad, char* nonzero) {
