@@ -2,17 +2,21 @@
 
     python scripts/reproduce.py mnist|pos|parse [--quick] [--data-dir DIR] [--resume]
         [--treebank ewt|ptb-sample|wsj] [--wsj-dir DIR] [--out results/reproduce_TASK.md]
-        [--threads 2] [--seed 1]
+        [--threads 2] [--seed 1] [--epochs N] [--methods dense,meprop] [--optimizers adam,adagrad]
 
 Each row runs the project's own command with the paper's settings (hidden 500; MNIST: 2 hidden
 layers, batches of 10, k=20; POS: the BiLSTM tagger on XPOS, batches of 1 sentence, k=5;
 parsing: 2 hidden layers, batches of 10,000 transitions, k=20) on UD English EWT (POS, parsing)
 or MNIST, and appends its metrics to ``OUT.jsonl`` as soon as it finishes; the Markdown table
 ``OUT`` is rebuilt from that file after every row. ``--resume`` skips rows already there, so a
-full table can be built over several sessions. ``--quick`` runs a scaled-down version (fewer
-epochs, the first training examples only) meant to finish in minutes; its numbers are a smoke
-test, not a reproduction. Backprop time is the whole backward pass (``loss.backward()``),
-selection included; the linear products alone are timed by ``scripts/bench_backprop.py``.
+full table can be built over several sessions, and two processes given different
+``--methods`` or ``--optimizers`` can fill one table side by side (each appends its rows and
+rebuilds the table from the whole file). ``--epochs`` other than the paper's adds
+``_Nepochs`` to the file names, so a shorter budget never mixes with the full one.
+``--quick`` runs a scaled-down version (fewer epochs, the first training examples only) meant
+to finish in minutes; its numbers are a smoke test, not a reproduction. Backprop time is the
+whole backward pass (``loss.backward()``), selection included; the linear products alone are
+timed by ``scripts/bench_backprop.py``.
 """
 
 import argparse
@@ -133,7 +137,8 @@ def markdown(task, rows):
              f"dev {score} | test {score} | backprop x | rows touched |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     dense = {row["optimizer"]: row for row in rows if row["k"] == 0}
-    for row in rows:
+    order = ["adam", "adagrad"]  # rows may finish in any order when runs go side by side
+    for row in sorted(rows, key=lambda row: (order.index(row["optimizer"]), row["k"])):
         base = dense.get(row["optimizer"])
         ratio = (f"{base['backprop_seconds'] / row['backprop_seconds']:.2f}"
                  if base and row["backprop_seconds"] else "")
@@ -145,6 +150,15 @@ def markdown(task, rows):
             f"{row[f'dev_{score}']:.2f} | {row[f'test_{score}']:.2f} | {ratio} | "
             f"{'' if touched is None else f'{touched:.3f}'} |")
     return "\n".join(lines)
+
+
+def method_ks(methods, meprop_k, parser):
+    """k of each requested method, in table order: dense (0), then meProp."""
+    names = [name.strip() for name in methods.split(",") if name.strip()]
+    unknown = sorted(set(names) - {"dense", "meprop"})
+    if unknown or not names:
+        parser.error(f"--methods takes dense and/or meprop, got {methods!r}")
+    return [k for name, k in (("dense", 0), ("meprop", meprop_k)) if name in names]
 
 
 def main():
@@ -162,6 +176,8 @@ def main():
     parser.add_argument("--out", default=None, help="[default: results/reproduce_TASK.md]")
     parser.add_argument("--optimizers", default="adam,adagrad")
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    parser.add_argument("--methods", default="dense,meprop",
+                        help="which rows of each optimizer to run: dense, meprop or both")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of every run (initialisation, order, dropout) [default: 1]")
     parser.add_argument("--examples", type=int, default=None,
@@ -171,7 +187,8 @@ def main():
     if args.treebank == "wsj" and not args.wsj_dir:
         parser.error("--treebank wsj needs --wsj-dir")
     suffix = ("" if args.treebank == "ewt" or args.task == "mnist" else f"_{args.treebank}") + (
-        "_quick" if args.quick else "") + ("" if args.seed == 1 else f"_seed{args.seed}")
+        "_quick" if args.quick else "") + ("" if args.seed == 1 else f"_seed{args.seed}") + (
+        f"_{args.epochs}epochs" if args.epochs and args.epochs != SETTINGS[args.task][1] else "")
     out = Path(args.out or ROOT / "results" / f"reproduce_{args.task}{suffix}.md")
     log = out.with_suffix(".jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -180,9 +197,9 @@ def main():
     if not args.resume:
         log.write_text("")
     done = {(row["optimizer"], row["k"]) for row in rows}
-    meprop_k = SETTINGS[args.task][0]
+    ks = method_ks(args.methods, SETTINGS[args.task][0], parser)
     for optimizer in args.optimizers.split(","):
-        for k in (0, meprop_k):
+        for k in ks:
             if (optimizer, k) in done:
                 continue
             print(f"{args.task}: {optimizer}, k={k} ...", flush=True)
@@ -190,9 +207,9 @@ def main():
                 metrics = run_row(args.task, optimizer, k, args, folder)
             row = {"task": args.task, "optimizer": optimizer, "k": k, "quick": args.quick,
                    "seed": args.seed, "threads": torch.get_num_threads(), **metrics}
-            rows.append(row)
             with log.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
+            rows = [json.loads(line) for line in log.read_text().splitlines()]  # all writers'
             title = args.task + ("" if args.task == "mnist" else f", {args.treebank}")
             title += (" (quick)" if args.quick else "") + (
                 "" if args.seed == 1 else f", seed {args.seed}")

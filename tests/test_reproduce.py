@@ -33,3 +33,18 @@ def test_quick_reproduction_writes_rows_and_resumes(task, examples, treebank, da
     resumed = subprocess.run(command + ["--resume"], check=True, capture_output=True, text=True)
     assert "..." not in resumed.stdout  # nothing left to run
     assert len(out.with_suffix(".jsonl").read_text().splitlines()) == 2
+
+
+def test_methods_run_apart_fill_one_table(data_dir, tmp_path):
+    """Two runs with different --methods (as side by side on two cores) give one ordered table."""
+    out = tmp_path / "mnist.md"
+    command = [sys.executable, str(SCRIPT), "mnist", "--quick", "--examples", "200", "--epochs",
+               "1", "--optimizers", "adam", "--threads", "1", "--out", str(out), "--data-dir",
+               str(data_dir), "--resume"]
+    subprocess.run(command + ["--methods", "meprop"], check=True, capture_output=True, text=True)
+    subprocess.run(command + ["--methods", "dense"], check=True, capture_output=True, text=True)
+    table = out.read_text()
+    assert table.index("| dense |") < table.index("| meProp |")
+    assert "| 1.00 |" in table  # the dense row is the ratio's base once both are there
+    bad = subprocess.run(command + ["--methods", "sparse"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--methods" in bad.stderr
