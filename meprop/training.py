@@ -78,11 +78,13 @@ def resume_path(out):
     return Path(str(out) + ".resume")
 
 
-def save_training_state(out, payload, optimizer, epoch, best, train_seconds, backprop_seconds):
-    """Write ``out.resume``: the model ``payload`` plus what ``--resume`` needs to go on."""
+def save_training_state(out, payload, optimizer, epoch, best, train_seconds, backprop_seconds,
+                        extra=None):
+    """Write ``out.resume``: the model ``payload`` plus what ``--resume`` needs to go on
+    (and ``extra``, a dict of further plain data, such as a weight average)."""
     save_checkpoint(resume_path(out), {
         **payload, "optimizer": optimizer.state_dict(), "epoch": epoch, "best": best,
-        "train_seconds": train_seconds, "backprop_seconds": backprop_seconds})
+        "train_seconds": train_seconds, "backprop_seconds": backprop_seconds, **(extra or {})})
 
 
 def restore_training_state(state, model, optimizer):
@@ -117,9 +119,11 @@ def load_checkpoint(path):
 
 
 def train_epoch(model, inputs, targets, order, batch_size, optimizer, clock, desc="",
-                progress=True):
+                progress=True, transform=None, after_step=None):
     """One pass of cross-entropy training over ``inputs[order]`` in minibatches.
 
+    ``transform(batch_inputs)``, if given, returns the inputs a step trains on (e.g. word
+    dropout); ``after_step()`` runs after each optimizer step (e.g. a weight average).
     Returns ``(last_loss, touched_sum, steps)``: the last minibatch's loss, the sum over steps
     of the fraction of meProp weight rows each backward touched, and the number of steps.
     """
@@ -130,10 +134,13 @@ def train_epoch(model, inputs, targets, order, batch_size, optimizer, clock, des
     model.train()
     touched_sum, steps, loss = 0.0, 0, None
     for batch in tqdm(order.split(batch_size), desc=desc, disable=not progress, leave=False):
-        loss = torch.nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
+        batch_inputs = inputs[batch] if transform is None else transform(inputs[batch])
+        loss = torch.nn.functional.cross_entropy(model(batch_inputs), targets[batch])
         optimizer.zero_grad(set_to_none=True)
         clock.backward(loss)
         optimizer.step()
+        if after_step is not None:
+            after_step()
         touched_sum += rows_touched(model) or 0.0
         steps += 1
     return loss, touched_sum, steps

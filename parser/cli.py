@@ -66,14 +66,20 @@ def main():
               help="Training words seen fewer times share the unknown-word embedding.")
 @click.option("--embeddings", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Pre-trained word vectors, text format 'word v1 ... v50' per line.")
+@click.option("--word-dropout", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Alpha of word dropout: in training, a word seen c times is replaced by the "
+              "unknown word with probability alpha / (alpha + c); 0 = off.")
+@click.option("--average", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
+              show_default=True, help="Decay of an exponential moving average of the weights "
+              "(e.g. 0.99), used for dev scores and the saved model; 0 = off.")
 @seed_option("Seed for initialisation and batch order.")
 @persistent_grad_option()
 @device_option()
 @training_run_options("parser.pt")
 @metrics_json_option()
 def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, dropout, epochs,
-          batch_size, optimizer, lr, pos_column, min_word_freq, embeddings, seed, persistent_grad,
-          device, data_dir, resume, out, metrics_json, quiet):
+          batch_size, optimizer, lr, pos_column, min_word_freq, embeddings, word_dropout,
+          average, seed, persistent_grad, device, data_dir, resume, out, metrics_json, quiet):
     """Train a parser; with no files, on UD English EWT (train, dev for model selection)."""
     from data import DataError, conll
     from data.datasets import split_path
@@ -92,7 +98,8 @@ def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, 
                      k=k or None, mode=mode, selection=selection, pos_column=pos_column)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                            seed=seed, min_word_freq=min_word_freq, embeddings=embeddings,
-                           persistent_grad=persistent_grad)
+                           persistent_grad=persistent_grad, word_dropout=word_dropout,
+                           average=average)
     metrics = train_parser(overrides, train_sentences, dev_sentences, options, out,
                            device=device, resume=resume, progress=not quiet,
                            log=lambda text: click.echo(text, err=True))

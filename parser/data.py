@@ -49,6 +49,19 @@ def build_vocabs(sentences, pos_column, min_word_freq=2):
     return {"words": words, "tags": tags, "labels": labels}
 
 
+def word_counts(sentences, words):
+    """Training count of each word id of ``words`` (float; infinite for the special entries
+    and ROOT, and for any id seen 0 times, so word dropout never touches them)."""
+    counts = torch.zeros(len(words))
+    for sentence in sentences:
+        ids = torch.tensor(words.encode(normalize_word(form) for form in sentence.forms))
+        counts.index_add_(0, ids, torch.ones(len(ids)))
+    counts[counts == 0] = float("inf")
+    for special in (0, words.unk_index, words.index(ROOT)):
+        counts[special] = float("inf")
+    return counts
+
+
 def encode_sentence(sentence, vocabs, pos_column):
     """Word and tag ids with ROOT at position 0."""
     word_ids = [vocabs["words"].index(ROOT)] + vocabs["words"].encode(

@@ -19,8 +19,9 @@ from meprop.training import (
     synchronize,
     train_epoch,
 )
-from parser.data import build_vocabs, make_examples, normalize_word
+from parser.data import build_vocabs, make_examples, normalize_word, word_counts
 from parser.decode import DECODE_BATCH, parse_sentences
+from parser.features import N_WORD_FEATURES
 from parser.model import ParserConfig, ParserModel
 from parser.scorer import AttachmentScore
 
@@ -38,6 +39,8 @@ class TrainOptions:
     min_word_freq: int = 2
     persistent_grad: bool = False  # meprop.use_persistent_grad on the model
     embeddings: str = None  # text file of pre-trained word vectors
+    word_dropout: float = 0.0  # alpha: a word of training count c becomes UNK w.p. a / (a + c)
+    average: float = 0.0  # decay of an exponential moving average of the weights; 0 = none
 
 
 def model_payload(model, vocabs):
@@ -61,6 +64,30 @@ def evaluate(model, vocabs, gold_sentences, batch_size=DECODE_BATCH):
     for gold, pred in zip(gold_sentences, predicted, strict=True):
         score.add(gold, pred)
     return score
+
+
+def word_dropout(counts, alpha, unk_id):
+    """A batch transform: each word feature (the first 18 columns) becomes UNK with probability
+    ``alpha / (alpha + count)`` (Kiperwasser & Goldberg, 2016), so the UNK embedding is trained
+    on the kind of words that are unknown at test time: the rare ones. ``counts``: training
+    count per word id (infinite for NULL, UNK and ROOT, which are never dropped)."""
+    drop_probability = alpha / (alpha + counts)
+
+    def transform(features):
+        words = features[:, :N_WORD_FEATURES]
+        dropped = torch.rand(words.shape, device=words.device) < drop_probability[words]
+        return torch.cat([words.masked_fill(dropped, unk_id), features[:, N_WORD_FEATURES:]], 1)
+
+    return transform
+
+
+def weight_average(model, decay):
+    """An exponential moving average of ``model``'s weights (``torch.optim.swa_utils``): dev
+    scores and saved models use it. Averaging the last steps' weights smooths the noise of
+    Adam's updates, which the per-epoch model selection otherwise picks up."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
 
 def make_optimizer_for(model, options):
@@ -98,12 +125,20 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
         found = model.load_pretrained(options.embeddings, vocabs["words"], normalize_word)
         log(f"pre-trained vectors for {found} of {len(vocabs['words'])} words")
     optimizer = make_optimizer_for(model, options)
+    average = weight_average(model, options.average) if options.average else None
     best = {"dev_uas": -1.0, "best_epoch": 0}
     first_epoch, elapsed, backprop = 1, 0.0, 0.0
     if state:
         first_epoch, best, elapsed, backprop = restore_training_state(state, model, optimizer)
+        if average is not None and "average" in state:
+            average.load_state_dict(state["average"])
         log(f"resuming after epoch {state['epoch']} (best dev UAS {best['dev_uas']:.2f})")
     features, transitions = features.to(device), transitions.to(device)
+    transform = None
+    if options.word_dropout:
+        counts = word_counts(train_sentences, vocabs["words"]).to(device)
+        transform = word_dropout(counts, options.word_dropout, vocabs["words"].unk_index)
+    scored = model if average is None else average.module  # what dev sees and `out` keeps
     clock = BackpropClock(device)
     clock.seconds = backprop
     touched_sum = steps = 0
@@ -115,18 +150,20 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
             options.seed * 1000 + epoch)).to(device)
         loss, epoch_touched, epoch_steps = train_epoch(
             model, features, transitions, order, options.batch_size, optimizer, clock,
-            desc=f"epoch {epoch}/{options.epochs}", progress=progress)
+            desc=f"epoch {epoch}/{options.epochs}", progress=progress, transform=transform,
+            after_step=None if average is None else lambda: average.update_parameters(model))
         touched_sum += epoch_touched
         steps += epoch_steps
-        score = evaluate(model, vocabs, dev_sentences)
+        score = evaluate(scored, vocabs, dev_sentences)
         synchronize(device)
         elapsed += time.perf_counter() - start
         log(f"epoch {epoch}: loss {loss.item():.4f}, dev UAS {score.uas:.2f} LAS {score.las:.2f}")
         if score.uas > best["dev_uas"]:
             best = {**score.metrics("dev_"), "best_epoch": epoch}
-            save_checkpoint(out, model_payload(model, vocabs))
+            save_checkpoint(out, model_payload(scored, vocabs))
         save_training_state(out, model_payload(model, vocabs), optimizer, epoch, best, elapsed,
-                            clock.seconds)
+                            clock.seconds,
+                            extra=None if average is None else {"average": average.state_dict()})
     return {
         **best,
         "train_seconds": elapsed,

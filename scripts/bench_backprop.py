@@ -151,20 +151,22 @@ class _NoWorkLayer(torch.nn.Linear):
         return _NoWork.apply(input, self.weight)
 
 
-def bench_overhead(device, repeats, warmup):
+def bench_overhead(device, repeats, warmup, cases, mode="per_example"):
     """The fixed cost of a Python autograd Function's backward (which the compiled layer, a
-    C++ Function, does not pay; the pure-PyTorch path does) beside meProp's whole backward."""
+    C++ Function, does not pay; the pure-PyTorch path does) beside meProp's whole backward.
+    On a GPU this is also the floor of any backward timed this way: the autograd engine hands
+    the work to its device thread and back."""
     print()
     print("| layer | shape | batch | k | empty Python autograd Function backward ms | meProp "
-          "per-example ms | empty / meProp |")
+          f"{mode} ms | empty / meProp |")
     print("|---|---|---|---|---|---|---|")
-    for name, n_in, n_out, batch, k in CASES[2:4]:
+    for name, n_in, n_out, batch, k in cases:
         torch.manual_seed(0)
         inputs = torch.randn(batch, n_in, device=device, requires_grad=True)
         grad_output = torch.randn(batch, n_out, device=device)
         empty = time_backward(_NoWorkLayer(n_in, n_out, device=device), inputs, grad_output,
                               device, repeats, warmup)
-        layer = meprop.Linear(n_in, n_out, k=k, device=device,
+        layer = meprop.Linear(n_in, n_out, k=k, mode=mode, device=device,
                               persistent_grad=PERSISTENT_GRAD)
         full = time_backward(layer, inputs, grad_output, device, repeats, warmup)
         print(f"| {name} | {n_in}->{n_out} | {batch} | {k} | {empty * 1e3:.3f} | "
@@ -256,12 +258,14 @@ def main(args):
         times = bench_case(n_in, n_out, batch, k, device, args.repeats, args.warmup)
         print_row(name, f"{n_in}->{n_out}", batch, k, times)
     if args.gpu_paper:
+        bench_overhead(device, args.repeats, args.warmup,
+                       [case for case in GPU_PAPER_CASES if case[4] == 32], mode="unified")
         return
     for name, n_in, hidden, length, k in LSTM_CASES:
         times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup)
         print_row(name, f"{n_in}->{hidden} x2, {length} words", 1, k, times)
     if not args.quick:
-        bench_overhead(device, args.repeats, args.warmup)
+        bench_overhead(device, args.repeats, args.warmup, CASES[2:4])
         bench_steps(device, args.repeats, args.warmup)
 
 

@@ -224,3 +224,53 @@ def test_cli_persistent_grad_trains_the_same_model(tmp_path):
         states.append(torch.load(out, weights_only=True)["model"])
     for name, value in states[0].items():
         assert torch.equal(value, states[1][name]), name
+
+
+def test_word_dropout_replaces_rare_words_only(tmp_path):
+    from parser.data import word_counts
+    from parser.trainer import word_dropout
+
+    sentences = list(conll.read(write_treebank(tmp_path / "t.conllu")))
+    vocabs = build_vocabs(sentences, "xpos", min_word_freq=1)
+    counts = word_counts(sentences, vocabs["words"])
+    words = vocabs["words"]
+    assert counts[words.index("the")] == 2 and counts[words.index("birds")] == 1
+    assert torch.isinf(counts[:3]).all()  # NULL, UNK and ROOT are never dropped
+    torch.manual_seed(0)
+    transform = word_dropout(counts, 1.0, words.unk_index)
+    features = torch.zeros(4000, 48, dtype=torch.long)
+    features[:, :18] = words.index("birds")  # seen once: dropped w.p. 1/2
+    features[:2000, 0] = words.index("the")  # seen twice: w.p. 1/3
+    features[:, 18:] = 7  # tags and labels are never touched
+    dropped = transform(features)
+    assert torch.equal(dropped[:, 18:], features[:, 18:])
+    rate_rare = (dropped[:, 1:18] == words.unk_index).float().mean().item()
+    rate_the = (dropped[:2000, 0] == words.unk_index).float().mean().item()
+    assert abs(rate_rare - 0.5) < 0.03 and abs(rate_the - 1 / 3) < 0.03
+    assert set(dropped[:, 1:18].unique().tolist()) == {words.index("birds"), words.unk_index}
+
+
+def test_cli_weight_average_is_saved_and_resumed(tmp_path):
+    """--average keeps an EMA of the weights: the saved model is the average (not the last
+    weights), and --resume restores it."""
+    treebank = write_treebank(tmp_path / "t.conllu", repeat=3)
+    out = tmp_path / "m.pt"
+    common = ["train", "--train", str(treebank), "--dev", str(treebank), "--hidden", "16",
+              "--layers", "1", "--k", "4", "--batch-size", "8", "--out", str(out), "--quiet",
+              "--device", "cpu", "--average", "0.9", "--word-dropout", "0.25"]
+    runner = CliRunner()
+    result = runner.invoke(main, common + ["--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    state = torch.load(str(out) + ".resume", weights_only=True)
+    averaged = {name[len("module."):]: value for name, value in state["average"].items()
+                if name.startswith("module.")}
+    assert state["average"]["n_averaged"] > 1
+    assert any(not torch.equal(value, averaged[name]) for name, value in state["model"].items())
+    saved = torch.load(out, weights_only=True)["model"]
+    if json.loads(result.output[result.output.index("{"):])["best_epoch"] == 2:
+        for name, value in saved.items():
+            assert torch.equal(value, averaged[name]), name
+    resumed = runner.invoke(main, common + ["--epochs", "3", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    after = torch.load(str(out) + ".resume", weights_only=True)["average"]["n_averaged"]
+    assert after > state["average"]["n_averaged"]  # went on from the restored average
