@@ -1,4 +1,5 @@
-"""Batched greedy decoding: every sentence of a batch advances one transition per step."""
+"""Batched decoding: every sentence of a batch advances one transition per step — greedily, or
+with a beam of the best-scoring partial parses (sum of the transitions' log-probabilities)."""
 
 from array import array
 
@@ -25,13 +26,82 @@ def legality_mask(system, configs, device):
 DECODE_BATCH = 2048
 
 
+def _features(items, encoded, device):
+    """``[len(items), 48]`` feature ids of ``(sentence index, configuration)`` pairs."""
+    flat = []  # one flat list: much faster for torch.tensor than a list of lists
+    for i, config in items:
+        flat += extract(config, *encoded[i])
+    # An int64 array's buffer becomes a tensor without a per-element conversion.
+    features = torch.frombuffer(array("q", flat), dtype=torch.int64)
+    return features.view(len(items), N_FEATURES).to(device)
+
+
+def _greedy(model, system, table, encoded, configs, device):
+    active = list(range(len(configs)))
+    while active:
+        features = _features([(i, configs[i]) for i in active], encoded, device)
+        scores = model.score_precomputed(table, features)
+        scores.masked_fill_(~legality_mask(system, [configs[i] for i in active], device),
+                            NEG_INF)
+        for i, transition in zip(active, scores.argmax(dim=1).tolist(), strict=True):
+            system.apply(configs[i], transition)
+        active = [i for i in active if not configs[i].is_terminal()]
+    return configs
+
+
+def _beam(model, system, table, encoded, configs, device, beam):
+    """Beam search: per sentence, the ``beam`` partial parses of highest summed log-probability
+    (softmax over the legal transitions) survive each step. In the arc-standard system every
+    parse of an n-word sentence takes 2n transitions, so a sentence's hypotheses end together."""
+    n_transitions = system.n_transitions
+    hypotheses = [[(0.0, config)] for config in configs]  # per sentence: (score, configuration)
+    active = list(range(len(configs)))
+    while active:
+        items = [(i, config) for i in active for _, config in hypotheses[i]]
+        features = _features(items, encoded, device)
+        scores = model.score_precomputed(table, features)
+        scores.masked_fill_(~legality_mask(system, [config for _, config in items], device),
+                            NEG_INF)
+        scores = torch.log_softmax(scores, dim=1)
+        # [sentences, beam, transitions], missing hypotheses at -inf, so one topk per sentence.
+        totals = torch.full((len(active), beam, n_transitions), NEG_INF, device=device)
+        prior = torch.tensor([score for i in active for score, _ in hypotheses[i]],
+                             device=device)
+        rows = torch.tensor([slot for i in active for slot in range(len(hypotheses[i]))],
+                            device=device)
+        owners = torch.repeat_interleave(
+            torch.arange(len(active), device=device),
+            torch.tensor([len(hypotheses[i]) for i in active], device=device))
+        totals[owners, rows] = scores + prior.unsqueeze(1)
+        best, chosen = totals.view(len(active), -1).topk(beam, dim=1)
+        for i, values, picks in zip(active, best.tolist(), chosen.tolist(), strict=True):
+            used, extended = set(), []
+            for value, pick in zip(values, picks, strict=True):
+                if value == NEG_INF:  # fewer legal continuations than the beam
+                    break
+                slot, transition = divmod(pick, n_transitions)
+                config = hypotheses[i][slot][1]
+                # The first extension of a hypothesis takes it over; later ones copy it. No
+                # transition is applied before every copy is made, so copies see the original.
+                extended.append((value, config.copy() if slot in used else config, transition))
+                used.add(slot)
+            for _, config, transition in extended:
+                system.apply(config, transition)
+            hypotheses[i] = [(value, config) for value, config, _ in extended]
+        active = [i for i in active if not hypotheses[i][0][1].is_terminal()]
+    return [max(entries, key=lambda entry: entry[0])[1] for entries in hypotheses]
+
+
 @torch.no_grad()
-def parse_sentences(model, sentences, vocabs, batch_size=DECODE_BATCH):
+def parse_sentences(model, sentences, vocabs, batch_size=DECODE_BATCH, beam=1):
     """Fill ``heads`` and ``deprels`` of each sentence (in place) with the model's parse.
 
-    Only legal transitions are taken, so every output is a tree with exactly one root word.
-    Sentences with no words are left as they are.
+    ``beam`` 1 is greedy decoding; more keeps that many partial parses per sentence (slower by
+    about that factor). Only legal transitions are taken, so every output is a tree with
+    exactly one root word. Sentences with no words are left as they are.
     """
+    if beam < 1:
+        raise ValueError(f"beam must be at least 1, got {beam}")
     model.eval()
     device = next(model.parameters()).device
     system = TransitionSystem(model.config.n_labels - 1)
@@ -40,23 +110,13 @@ def parse_sentences(model, sentences, vocabs, batch_size=DECODE_BATCH):
         batch = [s for s in sentences[start:start + batch_size] if len(s)]
         encoded = [encode_sentence(s, vocabs, model.config.pos_column) for s in batch]
         configs = [Configuration(len(s)) for s in batch]
-        active = list(range(len(batch)))
         # Every word id a feature can take in this batch: the sentences' words, NULL, ROOT.
         batch_words = sorted({w for word_ids, _ in encoded for w in word_ids} | {NULL})
         table = model.precompute(torch.tensor(batch_words, device=device))
-        while active:
-            flat = []  # one flat list: much faster for torch.tensor than a list of lists
-            for i in active:
-                flat += extract(configs[i], *encoded[i])
-            # An int64 array's buffer becomes a tensor without a per-element conversion.
-            features = torch.frombuffer(array("q", flat), dtype=torch.int64)
-            features = features.view(len(active), N_FEATURES).to(device)
-            scores = model.score_precomputed(table, features)
-            scores.masked_fill_(~legality_mask(system, [configs[i] for i in active], device),
-                                NEG_INF)
-            for i, transition in zip(active, scores.argmax(dim=1).tolist(), strict=True):
-                system.apply(configs[i], transition)
-            active = [i for i in active if not configs[i].is_terminal()]
+        if beam == 1:
+            configs = _greedy(model, system, table, encoded, configs, device)
+        else:
+            configs = _beam(model, system, table, encoded, configs, device, beam)
         for sentence, config in zip(batch, configs, strict=True):
             sentence.heads[:] = config.heads[1:]
             sentence.deprels[:] = [label_names[label] for label in config.labels[1:]]

@@ -74,6 +74,15 @@ class Configuration:
     def is_terminal(self):
         return self.buffer > self.n_words and len(self.stack) == 1
 
+    def copy(self):
+        """An independent copy (beam search extends one configuration in several ways)."""
+        other = Configuration.__new__(Configuration)
+        other.n_words, other.buffer = self.n_words, self.buffer
+        other.stack, other.heads, other.labels = self.stack[:], self.heads[:], self.labels[:]
+        other.left_children = [children[:] for children in self.left_children]
+        other.right_children = [children[:] for children in self.right_children]
+        return other
+
     def shift(self):
         self.stack.append(self.buffer)
         self.buffer += 1

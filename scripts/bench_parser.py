@@ -1,10 +1,12 @@
 """Parsing speed of a trained model: sentences and words per second, steady state.
 
     python scripts/bench_parser.py [--model parser/models/en_ewt.pt] [--threads 2] [--repeats 3]
+        [--beam 1]
 
-Parses UD English EWT dev (gold POS) with batched greedy decoding (the default batch of
-``parse predict``); model loading and one
-warm-up pass are excluded; the median of the timed passes is reported. Run it alone.
+Parses UD English EWT dev (gold POS) with batched decoding (the default batch of
+``parse predict``), greedy unless ``--beam`` says otherwise (``parse predict`` uses a beam of
+8); model loading and one warm-up pass are excluded; the median of the timed passes is
+reported. Run it alone.
 """
 
 import argparse
@@ -33,6 +35,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=DECODE_BATCH)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--limit", type=int, default=None, help="first N sentences only")
+    parser.add_argument("--beam", type=int, default=1, help="beam width (1 = greedy)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, vocabs = load_model(args.model)
@@ -43,12 +46,12 @@ def main():
     for repeat in range(args.repeats + 1):
         copies = [s.copy() for s in sentences]
         start = time.perf_counter()
-        parse_sentences(model, copies, vocabs, batch_size=args.batch_size)
+        parse_sentences(model, copies, vocabs, batch_size=args.batch_size, beam=args.beam)
         if repeat:  # the first pass is a warm-up
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} cores, model {args.model}")
+          f"{os.cpu_count()} cores, model {args.model}, beam {args.beam}")
     print(f"{len(sentences)} sentences, {words} words: {seconds:.3f} s, "
           f"{len(sentences) / seconds:.0f} sentences/s, {words / seconds:.0f} words/s")
 

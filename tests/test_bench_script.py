@@ -23,3 +23,14 @@ def test_bench_backprop_quick_prints_a_row_per_case(extra):
         assert all(float(value) > 0 for value in cells[4:])
     assert "threads 1" in result.stdout
     assert f"persistent grad {'on' if extra else 'off'}" in result.stdout
+
+
+@pytest.mark.parametrize("beam", ["1", "3"])
+def test_bench_parser_reports_its_speed(beam, data_dir):
+    script = SCRIPT.with_name("bench_parser.py")
+    result = subprocess.run(
+        [sys.executable, str(script), "--limit", "20", "--repeats", "1", "--threads", "1",
+         "--beam", beam, "--data-dir", str(data_dir)], capture_output=True, text=True,
+        timeout=120, check=True)
+    assert f"beam {beam}" in result.stdout
+    assert "20 sentences" in result.stdout and "sentences/s" in result.stdout

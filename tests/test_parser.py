@@ -274,3 +274,81 @@ def test_cli_weight_average_is_saved_and_resumed(tmp_path):
     assert resumed.exit_code == 0, resumed.output
     after = torch.load(str(out) + ".resume", weights_only=True)["average"]["n_averaged"]
     assert after > state["average"]["n_averaged"]  # went on from the restored average
+
+
+def _exhaustive_best(model, sentence, vocabs):
+    """The highest-scoring complete parse by enumerating every legal transition sequence
+    (the sum of log-softmax over legal transitions, as beam search scores it)."""
+    from parser.data import encode_sentence
+    from parser.decode import legality_mask
+    from parser.features import extract
+    from parser.transition import Configuration, TransitionSystem
+
+    system = TransitionSystem(model.config.n_labels - 1)
+    word_ids, tag_ids = encode_sentence(sentence, vocabs, model.config.pos_column)
+
+    def search(config, score):
+        if config.is_terminal():
+            return score, config.heads[1:], config.labels[1:]
+        features = torch.tensor([extract(config, word_ids, tag_ids)])
+        scores = model(features).masked_fill(~legality_mask(system, [config], "cpu"),
+                                             float("-inf"))
+        log_probs = torch.log_softmax(scores, dim=1)[0]
+        best = None
+        for transition in torch.nonzero(torch.isfinite(log_probs)).flatten().tolist():
+            child = config.copy()
+            system.apply(child, transition)
+            found = search(child, score + log_probs[transition].item())
+            best = found if best is None or found[0] > best[0] else best
+        return best
+
+    with torch.no_grad():
+        model.eval()
+        return search(Configuration(len(sentence)), 0.0)
+
+
+def test_wide_beam_finds_the_best_parse_and_beams_give_trees(tmp_path):
+    """With a beam wider than the number of partial parses, beam search is exact: it returns
+    the parse that exhaustive enumeration scores highest. Any beam gives valid trees."""
+    path = tmp_path / "t.conllu"
+    path.write_text(conllu_text([SENTENCES[2]] + [SENTENCES[0]]), encoding="utf-8")
+    sentences = list(conll.read(path))
+    vocabs = build_vocabs(sentences, "xpos", min_word_freq=1)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = ParserModel(ParserConfig(len(vocabs["words"]), len(vocabs["tags"]),
+                                         len(vocabs["labels"]), hidden=16, layers=1, k=4))
+        torch.nn.init.normal_(model.output.weight, std=2.0)
+        for sentence in sentences:  # 3 and 4 words, 4 labels: at most a few thousand parses
+            _, heads, labels = _exhaustive_best(model, sentence, vocabs)
+            parsed = parse_sentences(model, [sentence.copy()], vocabs, beam=4096)[0]
+            assert parsed.heads == heads
+            assert parsed.deprels == [vocabs["labels"].itos[1 + label] for label in labels]
+        many = parse_sentences(model, [s.copy() for s in sentences] * 4, vocabs,
+                               batch_size=3, beam=3)
+        for sentence in many:
+            assert conll.tree_problem(sentence.heads) is None and sentence.heads.count(0) == 1
+
+
+def test_beam_one_is_greedy_and_beam_is_a_cli_option(tmp_path):
+    treebank = write_treebank(tmp_path / "t.conllu", repeat=2)
+    sentences = list(conll.read(treebank))
+    vocabs = build_vocabs(sentences, "xpos", min_word_freq=1)
+    torch.manual_seed(0)
+    model = ParserModel(ParserConfig(len(vocabs["words"]), len(vocabs["tags"]),
+                                     len(vocabs["labels"]), hidden=16, layers=1, k=4))
+    greedy = parse_sentences(model, [s.copy() for s in sentences], vocabs)
+    one = parse_sentences(model, [s.copy() for s in sentences], vocabs, beam=1)
+    assert [s.heads for s in greedy] == [s.heads for s in one]
+    model_path = tmp_path / "m.pt"
+    runner = CliRunner()
+    trained = runner.invoke(main, ["train", "--train", str(treebank), "--dev", str(treebank),
+                                   "--hidden", "16", "--layers", "1", "--epochs", "2", "--out",
+                                   str(model_path), "--quiet", "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    for command in (["evaluate", str(treebank)], ["predict", str(treebank)]):
+        result = runner.invoke(main, command + ["--model", str(model_path), "--beam", "3"])
+        assert result.exit_code == 0, result.output
+    bad = runner.invoke(main, ["evaluate", str(treebank), "--model", str(model_path), "--beam",
+                               "0"])
+    assert bad.exit_code != 0 and "--beam" in bad.output
