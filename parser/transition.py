@@ -67,9 +67,10 @@ class Configuration:
         self.buffer = 1  # index of the first buffer word; > n_words when empty
         self.heads = [-1] * (n_words + 1)
         self.labels = [-1] * (n_words + 1)
-        # Dependents in left-to-right order: leftmost is [0], rightmost is [-1].
-        self.left_children = [[] for _ in range(n_words + 1)]
-        self.right_children = [[] for _ in range(n_words + 1)]
+        # Dependents in left-to-right order: leftmost is [0], rightmost is [-1]. Tuples, replaced
+        # rather than changed, so a copy (beam search) need not copy each word's dependents.
+        self.left_children = [()] * (n_words + 1)
+        self.right_children = [()] * (n_words + 1)
 
     def is_terminal(self):
         return self.buffer > self.n_words and len(self.stack) == 1
@@ -79,8 +80,7 @@ class Configuration:
         other = Configuration.__new__(Configuration)
         other.n_words, other.buffer = self.n_words, self.buffer
         other.stack, other.heads, other.labels = self.stack[:], self.heads[:], self.labels[:]
-        other.left_children = [children[:] for children in self.left_children]
-        other.right_children = [children[:] for children in self.right_children]
+        other.left_children, other.right_children = self.left_children[:], self.right_children[:]
         return other
 
     def shift(self):
@@ -91,13 +91,15 @@ class Configuration:
         head = self.stack[-1]
         dependent = self.stack.pop(-2)
         self._attach(head, dependent, label)
-        self.left_children[head].insert(0, dependent)  # each new left dependent is farther left
+        # Each new left dependent is farther left.
+        self.left_children[head] = (dependent, *self.left_children[head])
 
     def right_arc(self, label):
         dependent = self.stack.pop()
         head = self.stack[-1]
         self._attach(head, dependent, label)
-        self.right_children[head].append(dependent)  # each new right dependent is farther right
+        # Each new right dependent is farther right.
+        self.right_children[head] = (*self.right_children[head], dependent)
 
     def _attach(self, head, dependent, label):
         self.heads[dependent] = head
