@@ -113,10 +113,10 @@ def test_cli_train_predict_evaluate_round_trip(tmp_path):
     assert "# sent_id = 4" in predicted_path.read_text()
 
     result = runner.invoke(main, ["evaluate", str(treebank), "--model", str(model_path),
-                                  "--metrics-json", str(tmp_path / "eval.json")])
+                                  "--beam", "1", "--metrics-json", str(tmp_path / "eval.json")])
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "eval.json").read_text())
-    assert abs(scores["uas"] - metrics["dev_uas"]) < 1e-9
+    assert abs(scores["uas"] - metrics["dev_uas"]) < 1e-9  # training scores dev greedily
 
     result = runner.invoke(main, ["evaluate", str(treebank), "--pred", str(treebank)])
     assert json.loads(result.output)["las"] == 100.0
@@ -346,9 +346,12 @@ def test_beam_one_is_greedy_and_beam_is_a_cli_option(tmp_path):
                                    "--hidden", "16", "--layers", "1", "--epochs", "2", "--out",
                                    str(model_path), "--quiet", "--device", "cpu"])
     assert trained.exit_code == 0, trained.output
+    outputs = []
     for command in (["evaluate", str(treebank)], ["predict", str(treebank)]):
         result = runner.invoke(main, command + ["--model", str(model_path), "--beam", "3"])
         assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert json.loads(outputs[0])["beam"] == 3  # the scores say how they were decoded
     bad = runner.invoke(main, ["evaluate", str(treebank), "--model", str(model_path), "--beam",
                                "0"])
     assert bad.exit_code != 0 and "--beam" in bad.output
