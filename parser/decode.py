@@ -1,95 +1,74 @@
 """Batched decoding: every sentence of a batch advances one transition per step — greedily, or
-with a beam of the best-scoring partial parses (sum of the transitions' log-probabilities)."""
+with a beam of the best-scoring partial parses (sum of the transitions' log-probabilities).
 
-from array import array
+The configurations live in tensors (:class:`parser.batch_state.ConfigurationBatch`). In the
+arc-standard system an n-word sentence takes exactly 2n transitions, so with the sentences
+sorted longest first, those still parsing at a step are always the first rows.
+"""
+
+import bisect
 
 import torch
 
+from parser.batch_state import ConfigurationBatch
 from parser.data import encode_sentence
-from parser.features import N_FEATURES, NULL, extract
-from parser.transition import Configuration, TransitionSystem
+from parser.features import NULL
 
 NEG_INF = float("-inf")
 
-
-def legality_mask(system, configs, device):
-    """``[n_configs, n_transitions]`` bool: which transitions each configuration allows."""
-    legal = torch.tensor([system.legal(config) for config in configs], dtype=torch.bool,
-                         device=device)  # [n_configs, 3]: shift, left, right
-    kinds = torch.tensor([0] + [1] * system.n_labels + [2] * system.n_labels, device=device)
-    return legal[:, kinds]
-
-
-# Sentences decoded together: each transition step's Python and tensor overhead is shared by
-# the whole batch. 2,048 parsed EWT dev at 2,064 sentences/s against 1,735 with 512 (2 cores);
-# the first-layer table for a batch's distinct words is then ~200 MB.
+# Sentences decoded together: each transition step's tensor overhead is shared by the whole
+# batch; the first-layer table for a batch's distinct words is then ~200 MB.
 DECODE_BATCH = 2048
 
 
-def _features(items, encoded, device):
-    """``[len(items), 48]`` feature ids of ``(sentence index, configuration)`` pairs."""
-    flat = []  # one flat list: much faster for torch.tensor than a list of lists
-    for i, config in items:
-        flat += extract(config, *encoded[i])
-    # An int64 array's buffer becomes a tensor without a per-element conversion.
-    features = torch.frombuffer(array("q", flat), dtype=torch.int64)
-    return features.view(len(items), N_FEATURES).to(device)
+def _active_rows(lengths, step, per_sentence=1):
+    """``(sentences, rows)`` still parsing at ``step``: the sentences (``lengths`` longest
+    first) with more than ``step`` transitions to take, and the rows they own."""
+    count = bisect.bisect_left(lengths, -step, key=lambda length: -2 * length)
+    return count, count * per_sentence
 
 
-def _greedy(model, system, table, encoded, configs, device):
-    active = list(range(len(configs)))
-    while active:
-        features = _features([(i, configs[i]) for i in active], encoded, device)
-        scores = model.score_precomputed(table, features)
-        scores.masked_fill_(~legality_mask(system, [configs[i] for i in active], device),
-                            NEG_INF)
-        for i, transition in zip(active, scores.argmax(dim=1).tolist(), strict=True):
-            system.apply(configs[i], transition)
-        active = [i for i in active if not configs[i].is_terminal()]
-    return configs
+def _greedy(model, table, encoded, n_labels, device):
+    word_ids, tag_ids = zip(*encoded, strict=True)
+    state = ConfigurationBatch(word_ids, tag_ids, n_labels, device)
+    lengths = [len(ids) - 1 for ids in word_ids]
+    for step in range(2 * lengths[0]):
+        _, rows = _active_rows(lengths, step)
+        scores = model.score_precomputed(table, state.features(rows))
+        scores.masked_fill_(~state.legal(rows), NEG_INF)
+        state.apply(scores.argmax(dim=1), rows)
+    return [state.result(row) for row in range(len(encoded))]
 
 
-def _beam(model, system, table, encoded, configs, device, beam):
+def _beam(model, table, encoded, n_labels, device, beam):
     """Beam search: per sentence, the ``beam`` partial parses of highest summed log-probability
-    (softmax over the legal transitions) survive each step. In the arc-standard system every
-    parse of an n-word sentence takes 2n transitions, so a sentence's hypotheses end together."""
-    n_transitions = system.n_transitions
-    hypotheses = [[(0.0, config)] for config in configs]  # per sentence: (score, configuration)
-    active = list(range(len(configs)))
-    while active:
-        items = [(i, config) for i in active for _, config in hypotheses[i]]
-        features = _features(items, encoded, device)
-        scores = model.score_precomputed(table, features)
-        scores.masked_fill_(~legality_mask(system, [config for _, config in items], device),
-                            NEG_INF)
-        scores = torch.log_softmax(scores, dim=1)
-        # [sentences, beam, transitions], missing hypotheses at -inf, so one topk per sentence.
-        totals = torch.full((len(active), beam, n_transitions), NEG_INF, device=device)
-        prior = torch.tensor([score for i in active for score, _ in hypotheses[i]],
-                             device=device)
-        rows = torch.tensor([slot for i in active for slot in range(len(hypotheses[i]))],
-                            device=device)
-        owners = torch.repeat_interleave(
-            torch.arange(len(active), device=device),
-            torch.tensor([len(hypotheses[i]) for i in active], device=device))
-        totals[owners, rows] = scores + prior.unsqueeze(1)
-        best, chosen = totals.view(len(active), -1).topk(beam, dim=1)
-        for i, values, picks in zip(active, best.tolist(), chosen.tolist(), strict=True):
-            used, extended = set(), []
-            for value, pick in zip(values, picks, strict=True):
-                if value == NEG_INF:  # fewer legal continuations than the beam
-                    break
-                slot, transition = divmod(pick, n_transitions)
-                config = hypotheses[i][slot][1]
-                # The first extension of a hypothesis takes it over; later ones copy it. No
-                # transition is applied before every copy is made, so copies see the original.
-                extended.append((value, config.copy() if slot in used else config, transition))
-                used.add(slot)
-            for _, config, transition in extended:
-                system.apply(config, transition)
-            hypotheses[i] = [(value, config) for value, config, _ in extended]
-        active = [i for i in active if not hypotheses[i][0][1].is_terminal()]
-    return [max(entries, key=lambda entry: entry[0])[1] for entries in hypotheses]
+    (softmax over the legal transitions) survive each step; sentence i owns rows
+    ``i * beam .. i * beam + beam - 1``."""
+    word_ids, tag_ids = zip(*encoded, strict=True)
+    repeated = [ids for ids in word_ids for _ in range(beam)]
+    state = ConfigurationBatch(repeated, [ids for ids in tag_ids for _ in range(beam)],
+                               n_labels, device)
+    lengths = [len(ids) - 1 for ids in word_ids]
+    n_transitions = 1 + 2 * n_labels
+    totals = torch.full((len(encoded), beam), NEG_INF, device=device)
+    totals[:, 0] = 0.0  # one empty parse per sentence to start from
+    first_rows = torch.arange(len(encoded), device=device).unsqueeze(1) * beam
+    for step in range(2 * lengths[0]):
+        sentences, rows = _active_rows(lengths, step, beam)
+        scores = model.score_precomputed(table, state.features(rows))
+        scores.masked_fill_(~state.legal(rows), NEG_INF)
+        scores = torch.log_softmax(scores, dim=1) + totals[:sentences].reshape(rows, 1)
+        best, picks = scores.view(sentences, beam * n_transitions).topk(beam, dim=1)
+        # Where a sentence has fewer legal continuations than the beam, the extra picks (at
+        # -inf) repeat its best one, so every row holds a legal configuration; the -inf score
+        # keeps them from ever winning.
+        picks = torch.where(best == NEG_INF, picks[:, :1], picks)
+        parents, transitions = picks // n_transitions, picks % n_transitions
+        state.reorder((first_rows[:sentences] + parents).flatten(), rows)
+        state.apply(transitions.flatten(), rows)
+        totals[:sentences] = best
+    winners = first_rows.flatten() + totals.argmax(dim=1)
+    return [state.result(row) for row in winners.tolist()]
 
 
 @torch.no_grad()
@@ -98,26 +77,29 @@ def parse_sentences(model, sentences, vocabs, batch_size=DECODE_BATCH, beam=1):
 
     ``beam`` 1 is greedy decoding; more keeps that many partial parses per sentence (slower by
     about that factor). Only legal transitions are taken, so every output is a tree with
-    exactly one root word. Sentences with no words are left as they are.
+    exactly one root word. Sentences with no words are left as they are. ``batch_size``
+    bounds the configurations scored together (sentences times ``beam``).
     """
     if beam < 1:
         raise ValueError(f"beam must be at least 1, got {beam}")
     model.eval()
     device = next(model.parameters()).device
-    system = TransitionSystem(model.config.n_labels - 1)
+    n_labels = model.config.n_labels - 1
     label_names = vocabs["labels"].itos[1:]
-    for start in range(0, len(sentences), batch_size):
-        batch = [s for s in sentences[start:start + batch_size] if len(s)]
+    # Longest first: the rows still parsing are always a prefix (see the module's docstring).
+    ordered = sorted((s for s in sentences if len(s)), key=len, reverse=True)
+    per_batch = max(1, batch_size // beam) if beam > 1 else batch_size
+    for start in range(0, len(ordered), per_batch):
+        batch = ordered[start:start + per_batch]
         encoded = [encode_sentence(s, vocabs, model.config.pos_column) for s in batch]
-        configs = [Configuration(len(s)) for s in batch]
         # Every word id a feature can take in this batch: the sentences' words, NULL, ROOT.
         batch_words = sorted({w for word_ids, _ in encoded for w in word_ids} | {NULL})
         table = model.precompute(torch.tensor(batch_words, device=device))
         if beam == 1:
-            configs = _greedy(model, system, table, encoded, configs, device)
+            parses = _greedy(model, table, encoded, n_labels, device)
         else:
-            configs = _beam(model, system, table, encoded, configs, device, beam)
-        for sentence, config in zip(batch, configs, strict=True):
-            sentence.heads[:] = config.heads[1:]
-            sentence.deprels[:] = [label_names[label] for label in config.labels[1:]]
+            parses = _beam(model, table, encoded, n_labels, device, beam)
+        for sentence, (heads, labels) in zip(batch, parses, strict=True):
+            sentence.heads[:] = heads
+            sentence.deprels[:] = [label_names[label] for label in labels]
     return sentences

@@ -84,17 +84,21 @@ class ParserModel(nn.Module):
         """
         dim, hidden = self.config.embedding_dim, self.config.hidden
         first = self.hidden_layers[0]
-        # [hidden, 48 * dim] -> [48, dim, hidden]: one block of weights per feature position.
-        blocks = first.weight.t().reshape(N_FEATURES, dim, hidden)
-        word_blocks, tag_blocks, label_blocks = blocks.split(
-            [N_WORD_FEATURES, N_TAG_FEATURES, N_LABEL_FEATURES])
-        words = torch.einsum("ud,fdh->fuh", self.word_embedding.weight[word_ids], word_blocks)
-        tags = torch.einsum("td,fdh->fth", self.tag_embedding.weight, tag_blocks)
-        labels = torch.einsum("ld,fdh->flh", self.label_embedding.weight, label_blocks)
-        table = torch.cat([words.reshape(-1, hidden), tags.reshape(-1, hidden),
-                           labels.reshape(-1, hidden)])
-        return FirstLayerTable(table, first.bias, word_ids, self.config.n_tags,
-                               self.config.n_labels)
+        # [hidden, 48 * dim] -> [dim, 48, hidden]: for each embedding dimension, the weights of
+        # every feature position, so one matrix product per group fills rows laid out value by
+        # value (value v, position f at v * positions + f) with no copy of the large result.
+        blocks = first.weight.t().reshape(N_FEATURES, dim, hidden).transpose(0, 1)
+        groups = list(zip((self.word_embedding.weight[word_ids], self.tag_embedding.weight,
+                           self.label_embedding.weight),
+                          blocks.split([N_WORD_FEATURES, N_TAG_FEATURES, N_LABEL_FEATURES],
+                                       dim=1), strict=True))
+        table = first.weight.new_empty(sum(len(v) * b.shape[1] for v, b in groups), hidden)
+        start = 0
+        for vectors, block in groups:
+            end = start + len(vectors) * block.shape[1]
+            torch.mm(vectors, block.reshape(dim, -1), out=table[start:end].view(len(vectors), -1))
+            start = end
+        return FirstLayerTable(table, first.bias, word_ids, self.config.n_tags)
 
     @torch.no_grad()
     def score_precomputed(self, table, features):
@@ -131,11 +135,11 @@ class ParserModel(nn.Module):
 class FirstLayerTable:
     """Rows of precomputed first-layer products, and the row of each feature value.
 
-    Row layout: word position f, batch word j -> ``f * n_batch_words + j``; then tag position
-    f, tag t -> ``words_end + f * n_tags + t``; then labels likewise.
+    Row layout: batch word j at word position f -> ``j * 18 + f``; then tag t at tag position
+    f -> ``words_end + t * 18 + f``; then label l at label position f likewise (``* 12``).
     """
 
-    def __init__(self, table, bias, word_ids, n_tags, n_labels):
+    def __init__(self, table, bias, word_ids, n_tags):
         self.table, self.bias = table, bias
         device = table.device
         n_words = len(word_ids)
@@ -143,16 +147,15 @@ class FirstLayerTable:
         self.word_row = torch.full((int(word_ids.max()) + 1,), -1, dtype=torch.long,
                                    device=device)
         self.word_row[word_ids] = torch.arange(n_words, device=device)
-        word_offsets = torch.arange(N_WORD_FEATURES, device=device) * n_words
-        tag_offsets = (N_WORD_FEATURES * n_words
-                       + torch.arange(N_TAG_FEATURES, device=device) * n_tags)
-        label_offsets = (N_WORD_FEATURES * n_words + N_TAG_FEATURES * n_tags
-                         + torch.arange(N_LABEL_FEATURES, device=device) * n_labels)
-        self.offsets = torch.cat([word_offsets, tag_offsets, label_offsets])
+        sizes = (N_WORD_FEATURES, N_TAG_FEATURES, N_LABEL_FEATURES)
+        starts = (0, n_words * N_WORD_FEATURES, (n_words + n_tags) * N_WORD_FEATURES)
+        self.scale = torch.tensor([size for size in sizes for _ in range(size)], device=device)
+        self.offsets = torch.cat([start + torch.arange(size, device=device)
+                                  for start, size in zip(starts, sizes, strict=True)])
 
     def first_layer(self, features):
         """``features [batch, 48]`` (vocabulary ids) -> first layer pre-activation."""
         rows = features.clone()
         rows[:, :N_WORD_FEATURES] = self.word_row[features[:, :N_WORD_FEATURES]]
-        rows += self.offsets
+        rows = rows * self.scale + self.offsets
         return torch.nn.functional.embedding_bag(rows, self.table, mode="sum") + self.bias

@@ -280,7 +280,6 @@ def _exhaustive_best(model, sentence, vocabs):
     """The highest-scoring complete parse by enumerating every legal transition sequence
     (the sum of log-softmax over legal transitions, as beam search scores it)."""
     from parser.data import encode_sentence
-    from parser.decode import legality_mask
     from parser.features import extract
     from parser.transition import Configuration, TransitionSystem
 
@@ -291,8 +290,10 @@ def _exhaustive_best(model, sentence, vocabs):
         if config.is_terminal():
             return score, config.heads[1:], config.labels[1:]
         features = torch.tensor([extract(config, word_ids, tag_ids)])
-        scores = model(features).masked_fill(~legality_mask(system, [config], "cpu"),
-                                             float("-inf"))
+        shift_ok, left_ok, right_ok = system.legal(config)
+        legal = torch.tensor([shift_ok] + [left_ok] * system.n_labels
+                             + [right_ok] * system.n_labels)
+        scores = model(features).masked_fill(~legal, float("-inf"))
         log_probs = torch.log_softmax(scores, dim=1)[0]
         best = None
         for transition in torch.nonzero(torch.isfinite(log_probs)).flatten().tolist():
