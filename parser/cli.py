@@ -82,6 +82,10 @@ def main():
 @click.option("--average", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0,
               show_default=True, help="Decay of an exponential moving average of the weights "
               "(e.g. 0.99), used for dev scores and the saved model; 0 = off.")
+@click.option("--tag-dropout", type=click.FloatRange(min=0, max=1), default=0.0,
+              show_default=True, help="In training, each word's POS feature becomes the unknown "
+              "tag with this probability, so the parser relies less on tags (for predicted, "
+              "noisier tags); 0 = off.")
 @seed_option("Seed for initialisation and batch order.")
 @persistent_grad_option()
 @device_option()
@@ -89,7 +93,8 @@ def main():
 @metrics_json_option()
 def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, dropout, epochs,
           batch_size, optimizer, lr, pos_column, min_word_freq, embeddings, word_dropout,
-          average, seed, persistent_grad, device, data_dir, resume, out, metrics_json, quiet):
+          average, tag_dropout, seed, persistent_grad, device, data_dir, resume, out,
+          metrics_json, quiet):
     """Train a parser; with no files, on UD English EWT (train, dev for model selection)."""
     from data import DataError, conll
     from data.datasets import split_path
@@ -109,7 +114,7 @@ def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, 
     options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                            seed=seed, min_word_freq=min_word_freq, embeddings=embeddings,
                            persistent_grad=persistent_grad, word_dropout=word_dropout,
-                           average=average)
+                           average=average, tag_dropout=tag_dropout)
     metrics = train_parser(overrides, train_sentences, dev_sentences, options, out,
                            device=device, resume=resume, progress=not quiet,
                            log=lambda text: click.echo(text, err=True))

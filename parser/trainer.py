@@ -19,9 +19,9 @@ from meprop.training import (
     synchronize,
     train_epoch,
 )
-from parser.data import build_vocabs, make_examples, normalize_word, word_counts
+from parser.data import ROOT, build_vocabs, make_examples, normalize_word, word_counts
 from parser.decode import DECODE_BATCH, parse_sentences
-from parser.features import N_WORD_FEATURES
+from parser.features import N_TAG_FEATURES, N_WORD_FEATURES
 from parser.model import ParserConfig, ParserModel
 from parser.scorer import AttachmentScore
 
@@ -41,6 +41,7 @@ class TrainOptions:
     embeddings: str = None  # text file of pre-trained word vectors
     word_dropout: float = 0.0  # alpha: a word of training count c becomes UNK w.p. a / (a + c)
     average: float = 0.0  # decay of an exponential moving average of the weights; 0 = none
+    tag_dropout: float = 0.0  # probability that a word's POS feature becomes the unknown tag
 
 
 def model_payload(model, vocabs):
@@ -77,6 +78,35 @@ def word_dropout(counts, alpha, unk_id):
         words = features[:, :N_WORD_FEATURES]
         dropped = torch.rand(words.shape, device=words.device) < drop_probability[words]
         return torch.cat([words.masked_fill(dropped, unk_id), features[:, N_WORD_FEATURES:]], 1)
+
+    return transform
+
+
+def tag_dropout(rate, unk_id, first_tag_id):
+    """A batch transform: each POS feature (columns 18-35) of a real word (id ``first_tag_id``
+    or above; not NULL or ROOT) becomes the unknown tag with probability ``rate``. A parser
+    trained on gold tags leans on them and falls further than the tagger's error rate on
+    predicted ones; hiding some tags makes it use the words as well."""
+
+    def transform(features):
+        tags = features[:, N_WORD_FEATURES:N_WORD_FEATURES + N_TAG_FEATURES]
+        dropped = (torch.rand(tags.shape, device=tags.device) < rate) & (tags >= first_tag_id)
+        return torch.cat([features[:, :N_WORD_FEATURES], tags.masked_fill(dropped, unk_id),
+                          features[:, N_WORD_FEATURES + N_TAG_FEATURES:]], 1)
+
+    return transform
+
+
+def _compose(transforms):
+    """One batch transform applying each of ``transforms`` (None where there is none)."""
+    transforms = [t for t in transforms if t is not None]
+    if not transforms:
+        return None
+
+    def transform(features):
+        for each in transforms:
+            features = each(features)
+        return features
 
     return transform
 
@@ -134,10 +164,14 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
             average.load_state_dict(state["average"])
         log(f"resuming after epoch {state['epoch']} (best dev UAS {best['dev_uas']:.2f})")
     features, transitions = features.to(device), transitions.to(device)
-    transform = None
+    words_transform = tags_transform = None
     if options.word_dropout:
         counts = word_counts(train_sentences, vocabs["words"]).to(device)
-        transform = word_dropout(counts, options.word_dropout, vocabs["words"].unk_index)
+        words_transform = word_dropout(counts, options.word_dropout, vocabs["words"].unk_index)
+    if options.tag_dropout:
+        tags_transform = tag_dropout(options.tag_dropout, vocabs["tags"].unk_index,
+                                     vocabs["tags"].index(ROOT) + 1)
+    transform = _compose([words_transform, tags_transform])
     scored = model if average is None else average.module  # what dev sees and `out` keeps
     clock = BackpropClock(device)
     clock.seconds = backprop

@@ -250,6 +250,22 @@ def test_word_dropout_replaces_rare_words_only(tmp_path):
     assert set(dropped[:, 1:18].unique().tolist()) == {words.index("birds"), words.unk_index}
 
 
+def test_tag_dropout_hides_real_tags_only():
+    from parser.trainer import tag_dropout
+
+    torch.manual_seed(0)
+    features = torch.arange(48).repeat(5000, 1)  # words 0-17, tags 18-35, labels 36-47
+    features[:, 18] = 0  # NULL tag (absent item): never dropped
+    features[:, 19] = 2  # ROOT's tag: never dropped
+    dropped = tag_dropout(0.25, unk_id=1, first_tag_id=3)(features)
+    assert torch.equal(dropped[:, :20], features[:, :20])
+    assert torch.equal(dropped[:, 36:], features[:, 36:])
+    real = dropped[:, 20:36]
+    assert abs((real == 1).float().mean().item() - 0.25) < 0.02
+    assert torch.equal(real[real != 1], features[:, 20:36][real != 1])
+    assert (tag_dropout(1.0, 1, 3)(features)[:, 20:36] == 1).all()
+
+
 def test_cli_weight_average_is_saved_and_resumed(tmp_path):
     """--average keeps an EMA of the weights: the saved model is the average (not the last
     weights), and --resume restores it."""
@@ -257,7 +273,8 @@ def test_cli_weight_average_is_saved_and_resumed(tmp_path):
     out = tmp_path / "m.pt"
     common = ["train", "--train", str(treebank), "--dev", str(treebank), "--hidden", "16",
               "--layers", "1", "--k", "4", "--batch-size", "8", "--out", str(out), "--quiet",
-              "--device", "cpu", "--average", "0.9", "--word-dropout", "0.25"]
+              "--device", "cpu", "--average", "0.9", "--word-dropout", "0.25",
+              "--tag-dropout", "0.1"]
     runner = CliRunner()
     result = runner.invoke(main, common + ["--epochs", "2"])
     assert result.exit_code == 0, result.output
