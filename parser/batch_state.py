@@ -109,11 +109,12 @@ class ConfigurationBatch:
         for tensor in self._state():
             tensor[:n] = tensor[:n].index_select(0, rows)
 
-    def result(self, row):
-        """``(heads, labels)`` of row ``row``'s words (lists; -1 where not attached)."""
-        length = int(self.lengths[row])
-        return (self.heads[row, 1:length + 1].tolist(),
-                self.labels[row, 1:length + 1].tolist())
+    def results(self, rows):
+        """``(heads, labels)`` of each row in ``rows``: lists over its words (-1 where not
+        attached). One copy to the host for all of them, not one per sentence."""
+        heads, labels, lengths = self.heads.cpu(), self.labels.cpu(), self.lengths.tolist()
+        return [(heads[row, 1:lengths[row] + 1].tolist(), labels[row, 1:lengths[row] + 1].tolist())
+                for row in rows]
 
 
 def _push_child(nearest, second, heads, child):

@@ -37,7 +37,7 @@ def _greedy(model, table, encoded, n_labels, device):
         scores = model.score_precomputed(table, state.features(rows))
         scores.masked_fill_(~state.legal(rows), NEG_INF)
         state.apply(scores.argmax(dim=1), rows)
-    return [state.result(row) for row in range(len(encoded))]
+    return state.results(range(len(encoded)))
 
 
 def _beam(model, table, encoded, n_labels, device, beam):
@@ -68,7 +68,7 @@ def _beam(model, table, encoded, n_labels, device, beam):
         state.apply(transitions.flatten(), rows)
         totals[:sentences] = best
     winners = first_rows.flatten() + totals.argmax(dim=1)
-    return [state.result(row) for row in winners.tolist()]
+    return state.results(winners.tolist())
 
 
 @torch.no_grad()

@@ -63,8 +63,8 @@ def test_gold_transitions_rebuild_the_trees_with_the_reference_features(data_dir
         state.apply(torch.tensor(transitions, device=device), rows)
         for config, transition in zip(configs[:rows], transitions, strict=True):
             system.apply(config, transition)
-    for row, (heads, labels, _, _) in enumerate(encoded):
-        assert state.result(row) == (heads, labels)
+    results = state.results(range(len(encoded)))
+    assert results == [(heads, labels) for heads, labels, _, _ in encoded]
     assert not state.legal(len(encoded)).any()  # every parse complete
 
 
@@ -90,6 +90,5 @@ def test_random_legal_transitions_and_row_copies_match_the_reference(data_dir, d
             transitions.append(rng.choice(allowed))
             system.apply(config, transitions[-1])
         state.apply(torch.tensor(transitions, device=device), rows)
-    for row, config in enumerate(configs):
-        assert state.result(row) == (config.heads[1:], config.labels[1:])
-        assert conll.tree_problem(config.heads[1:]) is None
+    assert state.results(range(len(configs))) == [(c.heads[1:], c.labels[1:]) for c in configs]
+    assert all(conll.tree_problem(config.heads[1:]) is None for config in configs)
