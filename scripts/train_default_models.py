@@ -29,10 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from data import conll  # noqa: E402
 from data.datasets import split_path  # noqa: E402
+from data.vocab import Vocab  # noqa: E402
 from meprop.training import load_checkpoint, save_checkpoint  # noqa: E402
 from parser import cli as parser_cli  # noqa: E402
 from parser import trainer as parser_trainer  # noqa: E402
 from tagger import cli as tagger_cli  # noqa: E402
+from tagger import data as tagger_data  # noqa: E402
 from tagger import predict as tagger_predict  # noqa: E402
 from tagger import trainer as tagger_trainer  # noqa: E402
 
@@ -54,9 +56,22 @@ RECIPES = {
 }
 
 
-def shrink(source, target):
+def add_tag_pairs(payload, data_dir):
+    """A tagger checkpoint of both columns written before taggers stored the UPOS/XPOS pairs
+    seen in training gets them from its training data (EWT train, the recipe's)."""
+    columns = payload["config"]["columns"]
+    if {"upos", "xpos"} <= set(columns) and tagger_data.TAG_PAIRS not in payload["vocabs"]:
+        train = conll.read(split_path("ud-english-ewt", "train", data_dir))
+        pairs = Vocab.build(tagger_data.tag_pairs(train), pad=False, unk=False)
+        payload["vocabs"][tagger_data.TAG_PAIRS] = pairs.to_dict()
+    return payload
+
+
+def shrink(source, target, data_dir=None):
     """Copy a checkpoint with float16 weights (plain data, loadable with weights_only)."""
     payload = load_checkpoint(source)
+    if "tag_sizes" in payload["config"]:
+        payload = add_tag_pairs(payload, data_dir)
     payload["model"] = {name: value.half() if value.is_floating_point() else value
                         for name, value in payload["model"].items()}
     save_checkpoint(target, payload)
@@ -89,7 +104,7 @@ def train_default(args):
         print(result.output)
         if result.exit_code:
             raise SystemExit(result.exit_code)
-    size = shrink(full, shipped)
+    size = shrink(full, shipped, args.data_dir)
     model, vocabs = load_model(shipped)
     metrics = {"model_bytes": size, "threads": torch.get_num_threads()}
     for split in ("dev", "test"):

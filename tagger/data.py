@@ -60,7 +60,21 @@ def build_vocabs(sentences, columns, min_word_freq=2, min_affix_freq=2):
             raise ValueError(f"the training data has words without a {column.upper()} tag ('_'); "
                              f"train on another column (--column)")
         vocabs[column] = tags
+    if {"upos", "xpos"} <= set(columns):
+        vocabs[TAG_PAIRS] = Vocab.build(tag_pairs(sentences), pad=False, unk=False)
     return vocabs
+
+
+# The vocabulary of UPOS/XPOS pairs seen in training: with both columns, prediction picks the
+# best of these pairs rather than each column's best tag alone.
+TAG_PAIRS = "tag_pairs"
+PAIR_SEPARATOR = "\t"  # no tag of either column holds a tab
+
+
+def tag_pairs(sentences):
+    """Per sentence, each word's ``UPOS<tab>XPOS``."""
+    return ([f"{upos}{PAIR_SEPARATOR}{xpos}" for upos, xpos in
+             zip(s.upos, s.xpos, strict=True)] for s in sentences)
 
 
 def encode_word(form, vocabs):

@@ -62,15 +62,27 @@ class TaggerModel(nn.Module):
         return {column: layer(hidden) for column, layer in self.outputs.items()}, packed
 
     @torch.no_grad()
-    def predict(self, inputs):
-        """Best tag index per word: ``{column: [tensor [n_words] per sentence]}``."""
+    def predict(self, inputs, pairs=None):
+        """Best tag index per word: ``{column: [tensor [n_words] per sentence]}``.
+
+        ``pairs`` (``{column: tensor [n_pairs]}`` over two columns): the tag combinations
+        allowed; each word gets the allowed combination of highest summed log-probability
+        instead of each column's best tag alone, which can be a pair never seen in training.
+        """
         self.eval()
         logits, packed = self(inputs)
+        if pairs:
+            joint = sum(torch.log_softmax(logits[column], dim=1)[:, tags]
+                        for column, tags in pairs.items())
+            best_pair = joint.argmax(dim=1)
+            best = {column: tags[best_pair] for column, tags in pairs.items()}
+        else:
+            best = {column: scores.argmax(1) for column, scores in logits.items()}
         lengths = [len(x) for x in inputs]
         result = {}
-        for column, scores in logits.items():
-            best = PackedSequence(scores.argmax(1), packed.batch_sizes, packed.sorted_indices,
-                                  packed.unsorted_indices)
-            padded, _ = torch.nn.utils.rnn.pad_packed_sequence(best, batch_first=True)
+        for column, tag_ids in best.items():
+            tag_ids = PackedSequence(tag_ids, packed.batch_sizes, packed.sorted_indices,
+                                     packed.unsorted_indices)
+            padded, _ = torch.nn.utils.rnn.pad_packed_sequence(tag_ids, batch_first=True)
             result[column] = [padded[i, :length] for i, length in enumerate(lengths)]
         return result

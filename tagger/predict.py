@@ -4,7 +4,7 @@ import torch
 
 from data.vocab import Vocab
 from meprop.training import load_checkpoint
-from tagger.data import encode_inputs
+from tagger.data import PAIR_SEPARATOR, TAG_PAIRS, encode_inputs
 from tagger.model import TaggerConfig, TaggerModel
 
 
@@ -28,16 +28,31 @@ def load_model(path, device="cpu"):
     return model.to(device).eval(), vocabs
 
 
+def allowed_pairs(vocabs, device):
+    """``{"upos": ids, "xpos": ids}`` of the UPOS/XPOS pairs seen in training, or None for a
+    model of one column (or a checkpoint without the pairs)."""
+    if TAG_PAIRS not in vocabs:
+        return None
+    split = [pair.split(PAIR_SEPARATOR) for pair in vocabs[TAG_PAIRS].itos]
+    return {column: torch.tensor([vocabs[column].index(tags[i]) for tags in split],
+                                 device=device)
+            for i, column in enumerate(("upos", "xpos"))}
+
+
 def tag_sentences(model, sentences, vocabs, batch_size=256):
-    """Fill the model's columns (``upos``/``xpos``) of each sentence in place; returns them."""
+    """Fill the model's columns (``upos``/``xpos``) of each sentence in place; returns them.
+
+    A model of both columns predicts, for each word, a UPOS/XPOS pair seen in training.
+    """
     device = next(model.parameters()).device
+    pairs = allowed_pairs(vocabs, device)
     order = sorted((i for i, s in enumerate(sentences) if len(s)), key=lambda i: len(sentences[i]))
     cache = {}
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         inputs = [encode_inputs(sentences[i], vocabs, cache).to(device) for i in batch]
         with torch.no_grad():
-            best = model.predict(inputs)
+            best = model.predict(inputs, pairs)
         for column, per_sentence in best.items():
             for i, tag_ids in zip(batch, per_sentence, strict=True):
                 setattr(sentences[i], column, vocabs[column].decode(tag_ids.tolist()))

@@ -8,8 +8,17 @@ from click.testing import CliRunner
 
 from data import conll
 from tagger.cli import DEFAULT_MODEL, main
-from tagger.data import build_vocabs, encode_inputs, word_features, word_shape
-from tagger.predict import load_model, tag_sentences
+from tagger.data import (
+    FEATURE_NAMES,
+    PAIR_SEPARATOR,
+    TAG_PAIRS,
+    build_vocabs,
+    encode_inputs,
+    word_features,
+    word_shape,
+)
+from tagger.model import TaggerConfig, TaggerModel
+from tagger.predict import allowed_pairs, load_model, tag_sentences
 from tagger.scorer import TagScore
 from tests.test_parser import SENTENCES, conllu_text
 
@@ -172,6 +181,36 @@ def test_training_is_deterministic_under_seed(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_both_columns_predict_pairs_seen_in_training(tmp_path):
+    """With UPOS and XPOS, each word gets the best pair seen in training: the columns' own best
+    tags where they form such a pair, another seen pair where they do not."""
+    sentences = list(conll.read(write_treebank(tmp_path / "t.conllu")))
+    vocabs = build_vocabs(sentences, ["upos", "xpos"], min_word_freq=1)
+    seen = {(u, x) for s in sentences for u, x in zip(s.upos, s.xpos, strict=True)}
+    assert {tuple(p.split(PAIR_SEPARATOR)) for p in vocabs[TAG_PAIRS].itos} == seen
+    assert TAG_PAIRS not in build_vocabs(sentences, ["xpos"])
+    torch.manual_seed(0)
+    model = TaggerModel(TaggerConfig(
+        n_words=len(vocabs["words"]), feature_sizes=[len(vocabs[n]) for n in FEATURE_NAMES],
+        tag_sizes={c: len(vocabs[c]) for c in ("upos", "xpos")}, hidden=8))
+    for layer in model.outputs.values():  # arbitrary strong preferences per column
+        torch.nn.init.normal_(layer.weight, std=3.0)
+    inputs = [encode_inputs(s, vocabs) for s in sentences]
+    alone = model.predict(inputs)
+    joint = model.predict(inputs, allowed_pairs(vocabs, "cpu"))
+    changed = 0
+    for i in range(len(sentences)):
+        for u_alone, x_alone, u, x in zip(alone["upos"][i], alone["xpos"][i], joint["upos"][i],
+                                          joint["xpos"][i], strict=True):
+            pair = (vocabs["upos"].itos[u], vocabs["xpos"].itos[x])
+            assert pair in seen
+            if (vocabs["upos"].itos[u_alone], vocabs["xpos"].itos[x_alone]) in seen:
+                assert (u, x) == (u_alone, x_alone)
+            else:
+                changed += 1
+    assert changed > 0  # the columns alone did form unseen pairs here
+
+
 def test_shipped_default_model_tags_ewt_dev(data_dir):
     if not DEFAULT_MODEL.exists():
         pytest.skip("no shipped tagger model in this checkout")
@@ -182,6 +221,9 @@ def test_shipped_default_model_tags_ewt_dev(data_dir):
     for g, p in zip(gold, predicted, strict=True):
         score.add(g, p)
     assert score.accuracy("upos") > 90.0 and score.accuracy("xpos") > 90.0
+    pairs = set(vocabs[TAG_PAIRS].itos)
+    assert all(f"{u}{PAIR_SEPARATOR}{x}" in pairs for s in predicted
+               for u, x in zip(s.upos, s.xpos, strict=True))
 
 
 def test_cli_persistent_grad_trains_the_same_model(tmp_path):
