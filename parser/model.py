@@ -148,7 +148,8 @@ class FirstLayerTable:
                                    device=device)
         self.word_row[word_ids] = torch.arange(n_words, device=device)
         sizes = (N_WORD_FEATURES, N_TAG_FEATURES, N_LABEL_FEATURES)
-        starts = (0, n_words * N_WORD_FEATURES, (n_words + n_tags) * N_WORD_FEATURES)
+        starts = (0, n_words * N_WORD_FEATURES,
+                  n_words * N_WORD_FEATURES + n_tags * N_TAG_FEATURES)
         self.scale = torch.tensor([size for size in sizes for _ in range(size)], device=device)
         self.offsets = torch.cat([start + torch.arange(size, device=device)
                                   for start, size in zip(starts, sizes, strict=True)])
