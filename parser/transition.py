@@ -67,21 +67,12 @@ class Configuration:
         self.buffer = 1  # index of the first buffer word; > n_words when empty
         self.heads = [-1] * (n_words + 1)
         self.labels = [-1] * (n_words + 1)
-        # Dependents in left-to-right order: leftmost is [0], rightmost is [-1]. Tuples, replaced
-        # rather than changed, so a copy (beam search) need not copy each word's dependents.
+        # Dependents in left-to-right order: leftmost is [0], rightmost is [-1].
         self.left_children = [()] * (n_words + 1)
         self.right_children = [()] * (n_words + 1)
 
     def is_terminal(self):
         return self.buffer > self.n_words and len(self.stack) == 1
-
-    def copy(self):
-        """An independent copy (beam search extends one configuration in several ways)."""
-        other = Configuration.__new__(Configuration)
-        other.n_words, other.buffer = self.n_words, self.buffer
-        other.stack, other.heads, other.labels = self.stack[:], self.heads[:], self.labels[:]
-        other.left_children, other.right_children = self.left_children[:], self.right_children[:]
-        return other
 
     def shift(self):
         self.stack.append(self.buffer)

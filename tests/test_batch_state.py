@@ -1,6 +1,7 @@
 """The tensor configurations used for decoding against the Python reference
 (``parser.transition.Configuration`` and ``parser.features.extract``) on real EWT sentences."""
 
+import copy
 import itertools
 import random
 import zlib
@@ -83,7 +84,7 @@ def test_random_legal_transitions_and_row_copies_match_the_reference(data_dir, d
         check_rows(state, configs, encoded, system, rows)
         sources = [3 * (row // 3) + rng.randrange(3) for row in range(rows)]
         state.reorder(torch.tensor(sources, device=device), rows)
-        configs[:rows] = [configs[source].copy() for source in sources]
+        configs[:rows] = [copy.deepcopy(configs[source]) for source in sources]
         transitions = []
         for config in configs[:rows]:
             allowed = [t for t, ok in enumerate(legal_row(system, config)) if ok]

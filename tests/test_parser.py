@@ -1,5 +1,6 @@
 """Parser end to end: scorer, decoding always gives trees, CLI train/predict/evaluate."""
 
+import copy
 import json
 
 import torch
@@ -314,7 +315,7 @@ def _exhaustive_best(model, sentence, vocabs):
         log_probs = torch.log_softmax(scores, dim=1)[0]
         best = None
         for transition in torch.nonzero(torch.isfinite(log_probs)).flatten().tolist():
-            child = config.copy()
+            child = copy.deepcopy(config)
             system.apply(child, transition)
             found = search(child, score + log_probs[transition].item())
             best = found if best is None or found[0] > best[0] else best
