@@ -49,9 +49,10 @@ class ConfigurationBatch:
         self._kinds = torch.tensor([0] + [1] * n_labels + [2] * n_labels, device=device)
         self._ahead = torch.arange(3, device=device)
 
-    def _state(self):
-        return (self.lengths, self.word_ids, self.tag_ids, self.lc1, self.lc2, self.rc1,
-                self.rc2, self.heads, self.labels, self.stack, self.depth, self.buffer)
+    def _parse_state(self):
+        """What transitions change (a row's sentence — length, word and tag ids — does not)."""
+        return (self.lc1, self.lc2, self.rc1, self.rc2, self.heads, self.labels, self.stack,
+                self.depth, self.buffer)
 
     def features(self, n):
         """``[n, 48]`` Chen & Manning feature ids of the first ``n`` rows."""
@@ -105,8 +106,9 @@ class ConfigurationBatch:
         self.buffer[:n] += shift.squeeze(1)
 
     def reorder(self, rows, n):
-        """Row ``i`` of the first ``n`` becomes a copy of row ``rows[i]`` (beam search)."""
-        for tensor in self._state():
+        """Row ``i`` of the first ``n`` takes the parse of row ``rows[i]``, a row of the same
+        sentence (beam search), so only the parse state is copied."""
+        for tensor in self._parse_state():
             tensor[:n] = tensor[:n].index_select(0, rows)
 
     def results(self, rows):
