@@ -86,6 +86,14 @@ def main():
               show_default=True, help="In training, each word's POS feature becomes the unknown "
               "tag with this probability, so the parser relies less on tags (for predicted, "
               "noisier tags); 0 = off.")
+@click.option("--train-tags", "train_tags_file", type=click.Path(dir_okay=False, exists=True),
+              default=None, help="The training file again with predicted POS, e.g. jackknifed "
+              "by scripts/jackknife_tags.py (same sentences, words and trees); each epoch a "
+              "random share --train-tags-rate of the training transitions takes its POS "
+              "features from it, so the parser learns the tagger's errors.")
+@click.option("--train-tags-rate", type=click.FloatRange(min=0, max=1), default=0.5,
+              show_default=True, help="Share of the training transitions given the POS of "
+              "--train-tags each epoch (1 = predicted POS only).")
 @seed_option("Seed for initialisation and batch order.")
 @persistent_grad_option()
 @device_option()
@@ -93,12 +101,13 @@ def main():
 @metrics_json_option()
 def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, dropout, epochs,
           batch_size, optimizer, lr, pos_column, min_word_freq, embeddings, word_dropout,
-          average, tag_dropout, seed, persistent_grad, device, data_dir, resume, out,
-          metrics_json, quiet):
+          average, tag_dropout, train_tags_file, train_tags_rate, seed, persistent_grad, device,
+          data_dir, resume, out, metrics_json, quiet):
     """Train a parser; with no files, on UD English EWT (train, dev for model selection)."""
     from data import DataError, conll
     from data.datasets import split_path
     from meprop.training import resolve_device, write_metrics_json
+    from parser.data import check_same_trees
     from parser.trainer import TrainOptions, train_parser
 
     try:
@@ -106,6 +115,14 @@ def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, 
         dev_path = dev_file or split_path("ud-english-ewt", "dev", data_dir)
         train_sentences = [s for s in conll.read(train_path) if len(s)]
         dev_sentences = [s for s in conll.read(dev_path) if len(s)]
+        predicted_tag_sentences = None
+        if train_tags_file:
+            predicted_tag_sentences = [s for s in conll.read(train_tags_file) if len(s)]
+            try:
+                check_same_trees(train_sentences, predicted_tag_sentences)
+            except ValueError as error:
+                raise ValueError(f"{train_tags_file} is not {train_path} with other POS: "
+                                 f"{error}") from None
         device = resolve_device(device)
     except (DataError, ValueError) as error:
         fail(error)
@@ -114,10 +131,12 @@ def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, 
     options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                            seed=seed, min_word_freq=min_word_freq, embeddings=embeddings,
                            persistent_grad=persistent_grad, word_dropout=word_dropout,
-                           average=average, tag_dropout=tag_dropout)
+                           average=average, tag_dropout=tag_dropout,
+                           predicted_tags_rate=train_tags_rate)
     metrics = train_parser(overrides, train_sentences, dev_sentences, options, out,
                            device=device, resume=resume, progress=not quiet,
-                           log=lambda text: click.echo(text, err=True))
+                           log=lambda text: click.echo(text, err=True),
+                           predicted_tag_sentences=predicted_tag_sentences)
     click.echo(json.dumps(metrics, indent=2, sort_keys=True))
     if metrics_json:
         write_metrics_json(metrics_json, metrics)

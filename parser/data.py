@@ -71,6 +71,17 @@ def encode_sentence(sentence, vocabs, pos_column):
     return word_ids, tag_ids
 
 
+def check_same_trees(sentences, other_sentences):
+    """Raise ``ValueError`` unless ``other_sentences`` are ``sentences`` with the same words,
+    heads and labels (their POS may differ), sentence by sentence."""
+    if len(other_sentences) != len(sentences):
+        raise ValueError(f"{len(other_sentences)} sentences where {len(sentences)} were expected")
+    for number, (sentence, other) in enumerate(zip(sentences, other_sentences, strict=True), 1):
+        if (sentence.forms, sentence.heads, sentence.deprels) != (other.forms, other.heads,
+                                                                  other.deprels):
+            raise ValueError(f"sentence {number} differs in its words, heads or labels")
+
+
 def make_examples(sentences, vocabs, pos_column):
     """Oracle features and transitions over the projective sentences.
 

@@ -19,7 +19,14 @@ from meprop.training import (
     synchronize,
     train_epoch,
 )
-from parser.data import ROOT, build_vocabs, make_examples, normalize_word, word_counts
+from parser.data import (
+    ROOT,
+    build_vocabs,
+    check_same_trees,
+    make_examples,
+    normalize_word,
+    word_counts,
+)
 from parser.decode import DECODE_BATCH, parse_sentences
 from parser.features import N_TAG_FEATURES, N_WORD_FEATURES
 from parser.model import ParserConfig, ParserModel
@@ -42,6 +49,7 @@ class TrainOptions:
     word_dropout: float = 0.0  # alpha: a word of training count c becomes UNK w.p. a / (a + c)
     average: float = 0.0  # decay of an exponential moving average of the weights; 0 = none
     tag_dropout: float = 0.0  # probability that a word's POS feature becomes the unknown tag
+    predicted_tags_rate: float = 0.5  # share of transitions given predicted POS (if supplied)
 
 
 def model_payload(model, vocabs):
@@ -97,6 +105,30 @@ def tag_dropout(rate, unk_id, first_tag_id):
     return transform
 
 
+def predicted_tag_features(train_sentences, predicted_sentences, vocabs, pos_column,
+                           transitions):
+    """The POS feature columns [n, 18] of the oracle configurations of ``predicted_sentences``:
+    the training sentences again, with POS from a tagger (jackknifed, so that its errors are
+    those it makes on unseen text). Raises ``ValueError`` unless they are the same sentences
+    (words and trees), since each row must line up with the gold-tag row it may replace."""
+    check_same_trees(train_sentences, predicted_sentences)
+    features, predicted_transitions, _ = make_examples(predicted_sentences, vocabs, pos_column)
+    if not torch.equal(predicted_transitions, transitions):
+        raise ValueError("the predicted-tag file gives other oracle transitions")
+    return features[:, N_WORD_FEATURES:N_WORD_FEATURES + N_TAG_FEATURES].contiguous()
+
+
+def mix_predicted_tags(features, predicted_tags, rate, generator):
+    """``features`` with the POS columns of a random share ``rate`` of the rows taken from
+    ``predicted_tags``: the parser learns from gold and from predicted tags, so it neither
+    trusts tags blindly nor loses what clean tags teach."""
+    chosen = torch.rand(len(features), generator=generator) < rate
+    mixed = features.clone()
+    columns = slice(N_WORD_FEATURES, N_WORD_FEATURES + N_TAG_FEATURES)
+    mixed[chosen.to(features.device), columns] = predicted_tags[chosen.to(predicted_tags.device)]
+    return mixed
+
+
 def _compose(transforms):
     """One batch transform applying each of ``transforms`` (None where there is none)."""
     transforms = [t for t in transforms if t is not None]
@@ -129,10 +161,13 @@ def make_optimizer_for(model, options):
 
 
 def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
-                 device=torch.device("cpu"), resume=False, progress=True, log=print):
+                 device=torch.device("cpu"), resume=False, progress=True, log=print,
+                 predicted_tag_sentences=None):
     """Train; after each epoch parse dev, keep the best model at ``out``.
 
     ``config_overrides``: ParserConfig fields other than the vocabulary sizes.
+    ``predicted_tag_sentences``: the training sentences with predicted POS; each epoch a share
+    ``options.predicted_tags_rate`` of the transitions takes its POS features from them.
     A training checkpoint (model, optimizer, epoch, best score) is kept at ``out.resume``
     so ``resume=True`` continues an interrupted run. Returns a flat metrics dict.
     """
@@ -149,6 +184,13 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
     features, transitions, skipped = make_examples(train_sentences, vocabs, config.pos_column)
     log(f"{len(features)} training transitions from {len(train_sentences) - skipped} sentences; "
         f"{skipped} non-projective sentences skipped")
+    predicted_tags = None
+    if predicted_tag_sentences is not None:
+        predicted_tags = predicted_tag_features(train_sentences, predicted_tag_sentences, vocabs,
+                                                config.pos_column, transitions).to(device)
+        changed = (predicted_tags != features[:, N_WORD_FEATURES:N_WORD_FEATURES + N_TAG_FEATURES])
+        log(f"predicted POS for {options.predicted_tags_rate:.0%} of the transitions each epoch "
+            f"({changed.any(1).float().mean().item():.1%} of them differ from gold)")
     model = ParserModel(config).to(device)
     use_persistent_grad(model, options.persistent_grad)
     if options.embeddings and not state:
@@ -182,8 +224,13 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
         # Seeded per epoch so that a resumed run sees the same batches as an uninterrupted one.
         order = torch.randperm(len(features), generator=torch.Generator().manual_seed(
             options.seed * 1000 + epoch)).to(device)
+        epoch_features = features
+        if predicted_tags is not None:
+            epoch_features = mix_predicted_tags(
+                features, predicted_tags, options.predicted_tags_rate,
+                torch.Generator().manual_seed(options.seed * 1000 + epoch + 500))
         loss, epoch_touched, epoch_steps = train_epoch(
-            model, features, transitions, order, options.batch_size, optimizer, clock,
+            model, epoch_features, transitions, order, options.batch_size, optimizer, clock,
             desc=f"epoch {epoch}/{options.epochs}", progress=progress, transform=transform,
             after_step=None if average is None else lambda: average.update_parameters(model))
         touched_sum += epoch_touched

@@ -267,6 +267,66 @@ def test_tag_dropout_hides_real_tags_only():
     assert (tag_dropout(1.0, 1, 3)(features)[:, 20:36] == 1).all()
 
 
+def _retagged(sentences, tag_map):
+    return [[(form, upos, tag_map.get(xpos, xpos), head, deprel)
+             for form, upos, xpos, head, deprel in words] for words in sentences]
+
+
+def test_predicted_tags_replace_the_pos_columns_of_the_chosen_rows(tmp_path):
+    from parser.trainer import mix_predicted_tags, predicted_tag_features
+
+    gold = list(conll.read(write_treebank(tmp_path / "gold.conllu")))
+    tagged_path = tmp_path / "tagged.conllu"
+    tagged_path.write_text(conllu_text(_retagged(SENTENCES, {"NN": "NNS", "VBZ": "VBP"})))
+    tagged = list(conll.read(tagged_path))
+    vocabs = build_vocabs(gold, "xpos", 1)
+    features, transitions, _ = make_examples(gold, vocabs, "xpos")
+    predicted = predicted_tag_features(gold, tagged, vocabs, "xpos", transitions)
+    assert predicted.shape == (len(features), 18)
+    differs = (predicted != features[:, 18:36]).any(1)
+    assert 0 < differs.sum() < len(features)  # configurations with an NN/VBZ word in view
+    assert (predicted[differs] == vocabs["tags"].index("NNS")).any()
+
+    assert torch.equal(mix_predicted_tags(features, predicted, 0.0, torch.Generator()), features)
+    every = mix_predicted_tags(features, predicted, 1.0, torch.Generator())
+    assert torch.equal(every[:, 18:36], predicted)
+    assert torch.equal(every[:, :18], features[:, :18])
+    assert torch.equal(every[:, 36:], features[:, 36:])
+    many = features.repeat(50, 1)
+    half = mix_predicted_tags(many, predicted.repeat(50, 1), 0.5,
+                              torch.Generator().manual_seed(0))
+    took_predicted = (half[:, 18:36] != many[:, 18:36]).any(1)
+    assert abs(took_predicted.float().mean().item() - 0.5 * differs.float().mean().item()) < 0.05
+    # A row keeps either all its gold tags or all its predicted ones.
+    gold_rows = (half[:, 18:36] == many[:, 18:36]).all(1)
+    predicted_rows = (half[:, 18:36] == predicted.repeat(50, 1)).all(1)
+    assert (gold_rows | predicted_rows).all()
+
+
+def test_cli_train_tags_must_be_the_same_trees(tmp_path):
+    treebank = write_treebank(tmp_path / "t.conllu", repeat=2)
+    tagged = tmp_path / "tagged.conllu"
+    tagged.write_text(conllu_text(_retagged(SENTENCES, {"NN": "NNS"}), repeat=2))
+    common = ["train", "--train", str(treebank), "--dev", str(treebank), "--hidden", "16",
+              "--layers", "1", "--k", "4", "--batch-size", "8", "--quiet", "--device", "cpu",
+              "--epochs", "1"]
+    runner = CliRunner()
+    result = runner.invoke(main, common + ["--out", str(tmp_path / "m.pt"), "--train-tags",
+                                           str(tagged), "--train-tags-rate", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "predicted POS for 50% of the transitions" in result.output
+    moved = _retagged(SENTENCES, {})
+    moved[1][5] = (".", "PUNCT", ".", 5, "punct")  # attached to "bird", not "sees"
+    other = tmp_path / "other.conllu"
+    other.write_text(conllu_text(moved, repeat=2))
+    result = runner.invoke(main, common + ["--out", str(tmp_path / "n.pt"), "--train-tags",
+                                           str(other)])
+    assert result.exit_code != 0
+    assert "sentence 2 differs in its words, heads or labels" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "n.pt").exists()
+
+
 def test_cli_weight_average_is_saved_and_resumed(tmp_path):
     """--average keeps an EMA of the weights: the saved model is the average (not the last
     weights), and --resume restores it."""
