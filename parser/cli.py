@@ -149,34 +149,52 @@ def _load(model_path):
 
 
 
-def _tag_where_missing(sentences, pos_column, tagger_path, write_tags):
-    """Sentences to parse: where the file has no tag in the model's POS column (``_``, or
-    plain text), a copy tagged by the tagger (the default one unless ``tagger_path``); with
-    ``write_tags`` the predicted tags are also written into the original sentences."""
-    from parser.data import has_missing_tags, tag_columns
+def _load_tagger(path, count, pos_column):
+    from parser.data import tag_columns
     from tagger.cli import DEFAULT_MODEL as DEFAULT_TAGGER
     from tagger.predict import load_model as load_tagger
-    from tagger.predict import tag_sentences
 
-    untagged = [i for i, s in enumerate(sentences) if has_missing_tags(s, pos_column)]
-    if not untagged:
-        return list(sentences)
-    path = Path(tagger_path) if tagger_path else DEFAULT_TAGGER
+    path = Path(path) if path else DEFAULT_TAGGER
     if not path.exists():
-        fail(f"{len(untagged)} sentences have no {pos_column.upper()} tags and there is no "
-              f"tagger at {path}; tag them first ('tag predict') or give --tagger")
+        fail(f"{count} sentences have no {pos_column.upper()} tags and there is no tagger at "
+             f"{path}; tag them first ('tag predict') or give --tagger")
     tagger, vocabs = load_tagger(path)
     if not set(tag_columns(pos_column)) <= set(tagger.config.columns):
         fail(f"the tagger at {path} predicts {', '.join(tagger.config.columns)}, but the "
-              f"parser needs {pos_column}")
-    tagged = tag_sentences(tagger, [sentences[i].copy() for i in untagged], vocabs)
-    to_parse = list(sentences)
-    for i, copy in zip(untagged, tagged, strict=True):
-        to_parse[i] = copy
+             f"parser needs {pos_column}")
+    return tagger, vocabs
+
+
+def _tag_and_parse(model, vocabs, sentences, beam, tagger_path, write_tags, choose_tags):
+    """Fill HEAD and DEPREL of ``sentences``. Where the file has no tag in the model's POS
+    column (``_``, or plain text), a copy is tagged first by the tagger (the default one
+    unless ``tagger_path``) — with ``choose_tags``, tags and parse chosen together
+    (:mod:`parser.joint`); its tags are written into the sentence only with ``write_tags``."""
+    from parser.data import has_missing_tags
+    from parser.decode import parse_sentences
+    from parser.joint import tag_and_parse
+    from tagger.data import TAG_PAIRS
+    from tagger.predict import tag_alternatives, tag_sentences
+
+    untagged = [i for i, s in enumerate(sentences) if has_missing_tags(s, model.config.pos_column)]
+    untagged_set = set(untagged)
+    tagged = [s for i, s in enumerate(sentences) if i not in untagged_set]
+    parse_sentences(model, tagged, vocabs, beam=beam)
+    if not untagged:
+        return
+    tagger, tagger_vocabs = _load_tagger(tagger_path, len(untagged), model.config.pos_column)
+    copies = [sentences[i].copy() for i in untagged]
+    # A tagger of two columns saved without its seen pairs has no joint choices: it tags alone.
+    if choose_tags and (TAG_PAIRS in tagger_vocabs or len(tagger.config.columns) == 1):
+        tag_and_parse(model, vocabs, copies, tag_alternatives(tagger, copies, tagger_vocabs),
+                      beam=beam)
+    else:
+        parse_sentences(model, tag_sentences(tagger, copies, tagger_vocabs), vocabs, beam=beam)
+    for i, copy in zip(untagged, copies, strict=True):
+        sentences[i].heads, sentences[i].deprels = copy.heads, copy.deprels
         if write_tags:
             for column in tagger.config.columns:
                 setattr(sentences[i], column, list(getattr(copy, column)))
-    return to_parse
 
 
 @main.command()
@@ -190,27 +208,28 @@ def _tag_where_missing(sentences, pos_column, tagger_path, write_tags):
               "tagger].")
 @click.option("--write-tags", is_flag=True,
               help="Also write the tags the tagger predicted (only for sentences that had none).")
+@click.option("--choose-tags/--no-choose-tags", default=True, show_default=True,
+              help="For sentences the tagger tags: where it is unsure of a word (best tag "
+              "below 0.99), also parse with the word's second-best tag, and keep the tags and "
+              "parse of highest parse log-probability + 0.3 x tagging log-probability (chosen "
+              "on EWT dev); about 2-3 parses per sentence. --no-choose-tags: the tagger's best "
+              "tags, then one parse.")
 @beam_option()
-def predict(input_file, model_path, output, tagger_path, write_tags, beam):
+def predict(input_file, model_path, output, tagger_path, write_tags, choose_tags, beam):
     """Parse FILE (CoNLL-U/CoNLL-X, or plain text, one sentence per line; - for stdin).
 
     Fills HEAD and DEPREL; every other column, comment and multiword-token line is kept as it
     was. POS tags come from the file; sentences without them (``_``, or plain text) are tagged
-    by the default tagger first, whose tags are used internally and written only with
-    --write-tags.
+    by the default tagger first (see --choose-tags), whose tags are used internally and
+    written only with --write-tags.
     """
     from data import DataError, conll
-    from parser.decode import parse_sentences
 
     refuse_overwrite(input_file, output)
     model, vocabs = _load(model_path)
     try:
         sentences = list(conll.read(input_file))
-        to_parse = _tag_where_missing(sentences, model.config.pos_column, tagger_path,
-                                      write_tags)
-        parse_sentences(model, to_parse, vocabs, beam=beam)
-        for original, parsed in zip(sentences, to_parse, strict=True):
-            original.heads, original.deprels = parsed.heads, parsed.deprels
+        _tag_and_parse(model, vocabs, sentences, beam, tagger_path, write_tags, choose_tags)
         conll.write(sentences, output or "-")
     except DataError as error:
         fail(error)

@@ -28,22 +28,28 @@ def _active_rows(lengths, step, per_sentence=1):
     return count, count * per_sentence
 
 
-def _greedy(model, table, encoded, n_labels, device):
+def _greedy(model, table, encoded, n_labels, device, with_log_probs=False):
+    """The greedy parses, and (``with_log_probs``) each one's summed log-probability of its
+    transitions (softmax over the legal ones), else None."""
     word_ids, tag_ids = zip(*encoded, strict=True)
     state = ConfigurationBatch(word_ids, tag_ids, n_labels, device)
     lengths = [len(ids) - 1 for ids in word_ids]
+    totals = torch.zeros(len(encoded), device=device) if with_log_probs else None
     for step in range(2 * lengths[0]):
         _, rows = _active_rows(lengths, step)
         scores = model.score_precomputed(table, state.features(rows))
         scores.masked_fill_(~state.legal(rows), NEG_INF)
-        state.apply(scores.argmax(dim=1), rows)
-    return state.results(range(len(encoded)))
+        best, transitions = scores.max(dim=1)
+        if with_log_probs:
+            totals[:rows] += best - torch.logsumexp(scores, dim=1)
+        state.apply(transitions, rows)
+    return state.results(range(len(encoded))), totals
 
 
 def _beam(model, table, encoded, n_labels, device, beam):
     """Beam search: per sentence, the ``beam`` partial parses of highest summed log-probability
     (softmax over the legal transitions) survive each step; sentence i owns rows
-    ``i * beam .. i * beam + beam - 1``."""
+    ``i * beam .. i * beam + beam - 1``. Returns the best parses and their log-probabilities."""
     word_ids, tag_ids = zip(*encoded, strict=True)
     repeated = [ids for ids in word_ids for _ in range(beam)]
     state = ConfigurationBatch(repeated, [ids for ids in tag_ids for _ in range(beam)],
@@ -67,11 +73,10 @@ def _beam(model, table, encoded, n_labels, device, beam):
         state.reorder((first_rows[:sentences] + parents).flatten(), rows)
         state.apply(transitions.flatten(), rows)
         totals[:sentences] = best
-    winners = first_rows.flatten() + totals.argmax(dim=1)
-    return state.results(winners.tolist())
+    best, winners = totals.max(dim=1)
+    return state.results((first_rows.flatten() + winners).tolist()), best
 
 
-@torch.no_grad()
 def parse_sentences(model, sentences, vocabs, batch_size=DECODE_BATCH, beam=1):
     """Fill ``heads`` and ``deprels`` of each sentence (in place) with the model's parse.
 
@@ -80,26 +85,44 @@ def parse_sentences(model, sentences, vocabs, batch_size=DECODE_BATCH, beam=1):
     exactly one root word. Sentences with no words are left as they are. ``batch_size``
     bounds the configurations scored together (sentences times ``beam``).
     """
+    _decode(model, sentences, vocabs, batch_size, beam, with_log_probs=False)
+    return sentences
+
+
+def parse_log_probs(model, sentences, vocabs, batch_size=DECODE_BATCH, beam=1):
+    """As :func:`parse_sentences`, and return each parse's log-probability under the model
+    (the sum over its transitions of the log-softmax over the legal ones; 0 for a sentence
+    with no words), in the order of ``sentences``."""
+    return _decode(model, sentences, vocabs, batch_size, beam, with_log_probs=True)
+
+
+@torch.no_grad()
+def _decode(model, sentences, vocabs, batch_size, beam, with_log_probs):
     if beam < 1:
         raise ValueError(f"beam must be at least 1, got {beam}")
     model.eval()
     device = next(model.parameters()).device
     n_labels = model.config.n_labels - 1
     label_names = vocabs["labels"].itos[1:]
+    log_probs = [0.0] * len(sentences)
     # Longest first: the rows still parsing are always a prefix (see the module's docstring).
-    ordered = sorted((s for s in sentences if len(s)), key=len, reverse=True)
+    ordered = sorted((i for i, s in enumerate(sentences) if len(s)),
+                     key=lambda i: len(sentences[i]), reverse=True)
     per_batch = max(1, batch_size // beam) if beam > 1 else batch_size
     for start in range(0, len(ordered), per_batch):
         batch = ordered[start:start + per_batch]
-        encoded = [encode_sentence(s, vocabs, model.config.pos_column) for s in batch]
+        encoded = [encode_sentence(sentences[i], vocabs, model.config.pos_column) for i in batch]
         # Every word id a feature can take in this batch: the sentences' words, NULL, ROOT.
         batch_words = sorted({w for word_ids, _ in encoded for w in word_ids} | {NULL})
         table = model.precompute(torch.tensor(batch_words, device=device))
         if beam == 1:
-            parses = _greedy(model, table, encoded, n_labels, device)
+            parses, totals = _greedy(model, table, encoded, n_labels, device, with_log_probs)
         else:
-            parses = _beam(model, table, encoded, n_labels, device, beam)
-        for sentence, (heads, labels) in zip(batch, parses, strict=True):
-            sentence.heads[:] = heads
-            sentence.deprels[:] = [label_names[label] for label in labels]
-    return sentences
+            parses, totals = _beam(model, table, encoded, n_labels, device, beam)
+        for i, (heads, labels) in zip(batch, parses, strict=True):
+            sentences[i].heads[:] = heads
+            sentences[i].deprels[:] = [label_names[label] for label in labels]
+        if with_log_probs:
+            for i, total in zip(batch, totals.tolist(), strict=True):
+                log_probs[i] = total
+    return log_probs

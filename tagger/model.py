@@ -72,17 +72,37 @@ class TaggerModel(nn.Module):
         self.eval()
         logits, packed = self(inputs)
         if pairs:
-            joint = sum(torch.log_softmax(logits[column], dim=1)[:, tags]
-                        for column, tags in pairs.items())
-            best_pair = joint.argmax(dim=1)
+            best_pair = _pair_log_probs(logits, pairs).argmax(dim=1)
             best = {column: tags[best_pair] for column, tags in pairs.items()}
         else:
             best = {column: scores.argmax(1) for column, scores in logits.items()}
-        lengths = [len(x) for x in inputs]
-        result = {}
-        for column, tag_ids in best.items():
-            tag_ids = PackedSequence(tag_ids, packed.batch_sizes, packed.sorted_indices,
-                                     packed.unsorted_indices)
-            padded, _ = torch.nn.utils.rnn.pad_packed_sequence(tag_ids, batch_first=True)
-            result[column] = [padded[i, :length] for i, length in enumerate(lengths)]
-        return result
+        return {column: _unpack(tag_ids, packed, inputs) for column, tag_ids in best.items()}
+
+    @torch.no_grad()
+    def choice_log_probs(self, inputs, pairs=None):
+        """Per sentence, ``[n_words, n_choices]`` log-probabilities of each word's tag choices:
+        the allowed pairs (``pairs``, as for :meth:`predict`; renormalised over them) or, for a
+        model of one column, its tags. Raises ``ValueError`` for two columns without pairs."""
+        self.eval()
+        logits, packed = self(inputs)
+        if pairs:
+            choices = torch.log_softmax(_pair_log_probs(logits, pairs), dim=1)
+        elif len(logits) == 1:
+            choices = torch.log_softmax(next(iter(logits.values())), dim=1)
+        else:
+            raise ValueError("a tagger of two columns needs the pairs seen in training")
+        return _unpack(choices, packed, inputs)
+
+
+def _pair_log_probs(logits, pairs):
+    """``[packed words, n_pairs]``: each pair's summed log-probability over the columns."""
+    return sum(torch.log_softmax(logits[column], dim=1)[:, tags]
+               for column, tags in pairs.items())
+
+
+def _unpack(values, packed, inputs):
+    """Per-word ``values`` in ``packed`` order -> one tensor per sentence of ``inputs``."""
+    values = PackedSequence(values, packed.batch_sizes, packed.sorted_indices,
+                            packed.unsorted_indices)
+    padded, _ = torch.nn.utils.rnn.pad_packed_sequence(values, batch_first=True)
+    return [padded[i, :len(words)] for i, words in enumerate(inputs)]

@@ -3,6 +3,7 @@
 import copy
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -364,7 +365,7 @@ def _exhaustive_best(model, sentence, vocabs):
     system = TransitionSystem(model.config.n_labels - 1)
     word_ids, tag_ids = encode_sentence(sentence, vocabs, model.config.pos_column)
 
-    def search(config, score):
+    def search(config, score, greedy=False):
         if config.is_terminal():
             return score, config.heads[1:], config.labels[1:]
         features = torch.tensor([extract(config, word_ids, tag_ids)])
@@ -374,21 +375,28 @@ def _exhaustive_best(model, sentence, vocabs):
         scores = model(features).masked_fill(~legal, float("-inf"))
         log_probs = torch.log_softmax(scores, dim=1)[0]
         best = None
-        for transition in torch.nonzero(torch.isfinite(log_probs)).flatten().tolist():
+        legal_transitions = torch.nonzero(torch.isfinite(log_probs)).flatten().tolist()
+        if greedy:
+            legal_transitions = [log_probs.argmax().item()]
+        for transition in legal_transitions:
             child = copy.deepcopy(config)
             system.apply(child, transition)
-            found = search(child, score + log_probs[transition].item())
+            found = search(child, score + log_probs[transition].item(), greedy)
             best = found if best is None or found[0] > best[0] else best
         return best
 
     with torch.no_grad():
         model.eval()
-        return search(Configuration(len(sentence)), 0.0)
+        return search(Configuration(len(sentence)), 0.0), search(Configuration(len(sentence)),
+                                                                0.0, greedy=True)
 
 
 def test_wide_beam_finds_the_best_parse_and_beams_give_trees(tmp_path):
     """With a beam wider than the number of partial parses, beam search is exact: it returns
-    the parse that exhaustive enumeration scores highest. Any beam gives valid trees."""
+    the parse that exhaustive enumeration scores highest, and that parse's log-probability.
+    Greedy decoding reports its own path's. Any beam gives valid trees."""
+    from parser.decode import parse_log_probs
+
     path = tmp_path / "t.conllu"
     path.write_text(conllu_text([SENTENCES[2]] + [SENTENCES[0]]), encoding="utf-8")
     sentences = list(conll.read(path))
@@ -399,10 +407,18 @@ def test_wide_beam_finds_the_best_parse_and_beams_give_trees(tmp_path):
                                          len(vocabs["labels"]), hidden=16, layers=1, k=4))
         torch.nn.init.normal_(model.output.weight, std=2.0)
         for sentence in sentences:  # 3 and 4 words, 4 labels: at most a few thousand parses
-            _, heads, labels = _exhaustive_best(model, sentence, vocabs)
+            (score, heads, labels), (greedy_score, greedy_heads, _) = _exhaustive_best(
+                model, sentence, vocabs)
             parsed = parse_sentences(model, [sentence.copy()], vocabs, beam=4096)[0]
             assert parsed.heads == heads
             assert parsed.deprels == [vocabs["labels"].itos[1 + label] for label in labels]
+            # The log-probabilities the decoders report are those of the parses they return.
+            copies = [sentence.copy(), sentence.copy()]
+            assert parse_log_probs(model, copies[:1], vocabs, beam=4096) == pytest.approx(
+                [score], abs=1e-4)
+            assert parse_log_probs(model, copies[1:], vocabs) == pytest.approx(
+                [greedy_score], abs=1e-4)
+            assert copies[1].heads == greedy_heads and greedy_score <= score + 1e-6
         many = parse_sentences(model, [s.copy() for s in sentences] * 4, vocabs,
                                batch_size=3, beam=3)
         for sentence in many:
