@@ -241,25 +241,46 @@ def predict(input_file, model_path, output, tagger_path, write_tags, choose_tags
               help="Parse GOLD with this model and score it [default: the shipped model].")
 @click.option("--pred", "pred_file", type=click.Path(dir_okay=False), default=None,
               help="Score this already-parsed file instead of running a model.")
+@click.option("--tagger-pos", is_flag=True,
+              help="Parse GOLD without its POS columns: tagged by the tagger as `parse "
+              "predict` tags a file without POS (see --choose-tags), so the scores are those "
+              "of parsing raw text with our own tagger.")
+@click.option("--tagger", "tagger_path", type=click.Path(dir_okay=False), default=None,
+              help="Tagger for --tagger-pos [default: the shipped English tagger].")
+@click.option("--choose-tags/--no-choose-tags", default=True, show_default=True,
+              help="With --tagger-pos: tags and parse chosen together, as `parse predict` "
+              "does; --no-choose-tags: the tagger's best tags, then one parse.")
 @beam_option()
 @metrics_json_option()
-def evaluate(gold_file, model_path, pred_file, beam, metrics_json):
+def evaluate(gold_file, model_path, pred_file, tagger_pos, tagger_path, choose_tags, beam,
+             metrics_json):
     """UAS and LAS over all words (LAS on the universal part of DEPREL, before any ':'), and
-    UAS without punctuation."""
+    UAS without punctuation (punctuation by GOLD's tags). With --tagger-pos, also the accuracy
+    of the POS used (upos_accuracy, xpos_accuracy)."""
     from data import DataError, conll
+    from data.conll import MISSING
     from meprop.training import write_metrics_json
     from parser.decode import parse_sentences
     from parser.scorer import AttachmentScore
 
     if model_path and pred_file:
         fail("give --model or --pred, not both")
+    if pred_file and (tagger_pos or tagger_path):
+        fail("--tagger-pos and --tagger parse GOLD with a model; not with --pred")
     try:
         gold = [s for s in conll.read(gold_file) if len(s)]
         if pred_file:
             predicted = [s for s in conll.read(pred_file) if len(s)]
         else:
             model, vocabs = _load(model_path)
-            predicted = parse_sentences(model, [s.copy() for s in gold], vocabs, beam=beam)
+            predicted = [s.copy() for s in gold]
+            if tagger_pos:
+                for sentence in predicted:
+                    sentence.upos = [MISSING] * len(sentence)
+                    sentence.xpos = [MISSING] * len(sentence)
+                _tag_and_parse(model, vocabs, predicted, beam, tagger_path, True, choose_tags)
+            else:
+                parse_sentences(model, predicted, vocabs, beam=beam)
         if len(predicted) != len(gold):
             fail(f"{pred_file} has {len(predicted)} sentences, {gold_file} {len(gold)}")
         score = AttachmentScore()
@@ -270,9 +291,21 @@ def evaluate(gold_file, model_path, pred_file, beam, metrics_json):
     metrics = score.metrics()
     if not pred_file:
         metrics["beam"] = beam  # the decoding behind the scores
+    if tagger_pos:
+        metrics.update(_tag_accuracy(gold, predicted))
     click.echo(json.dumps(metrics, indent=2, sort_keys=True))
     if metrics_json:
         write_metrics_json(metrics_json, metrics)
+
+
+def _tag_accuracy(gold, predicted):
+    """Percent of words whose UPOS / XPOS in ``predicted`` equals ``gold``'s."""
+    words = sum(len(sentence) for sentence in gold)
+    return {f"{column}_accuracy": 100.0 * sum(
+        g == p for gold_sentence, predicted_sentence in zip(gold, predicted, strict=True)
+        for g, p in zip(getattr(gold_sentence, column), getattr(predicted_sentence, column),
+                        strict=True)) / max(words, 1)
+        for column in ("upos", "xpos")}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Tags and parse chosen together (parser.joint) and the tagger's choices behind it."""
 
+import json
 import math
 from itertools import islice
 
@@ -149,3 +150,35 @@ def test_cli_predict_chooses_tags_for_untagged_sentences_only(tmp_path, data_dir
         [(s.upos, s.xpos) for s in list(conll.read(tagged))[:60]]
     # With it, some unsure words of these 60 sentences take another tag.
     assert [s.xpos for s in joint[:60]] != [s.xpos for s in pipeline[:60]]
+
+
+def test_cli_evaluate_with_tagger_pos_scores_parsing_without_gold_tags(tmp_path, data_dir):
+    from parser.cli import DEFAULT_MODEL
+    from tagger.cli import DEFAULT_MODEL as DEFAULT_TAGGER
+
+    if not DEFAULT_MODEL.exists() or not DEFAULT_TAGGER.exists():
+        pytest.skip("no shipped models in this checkout")
+    gold = tmp_path / "gold.conllu"
+    conll.write(_dev_sentences(data_dir, 40), gold)
+    blanked = _dev_sentences(data_dir, 40)
+    for sentence in blanked:
+        sentence.upos, sentence.xpos = ["_"] * len(sentence), ["_"] * len(sentence)
+    conll.write(blanked, tmp_path / "blank.conllu")
+    runner = CliRunner()
+    parsed = tmp_path / "parsed.conllu"
+    assert runner.invoke(main, ["predict", str(tmp_path / "blank.conllu"), "--beam", "2",
+                                "--write-tags", "-o", str(parsed)]).exit_code == 0
+    piped = runner.invoke(main, ["evaluate", str(gold), "--pred", str(parsed)])
+    direct = runner.invoke(main, ["evaluate", str(gold), "--tagger-pos", "--beam", "2"])
+    assert direct.exit_code == 0, direct.output
+    scores = json.loads(direct.output)
+    for key, value in json.loads(piped.output).items():
+        assert scores[key] == value, key
+    tags = list(conll.read(parsed))
+    right = sum(g == p for s, t in zip(_dev_sentences(data_dir, 40), tags, strict=True)
+                for g, p in zip(s.upos, t.upos, strict=True))
+    assert scores["upos_accuracy"] == pytest.approx(100 * right / scores["words"])
+    with_gold = json.loads(runner.invoke(main, ["evaluate", str(gold), "--beam", "2"]).output)
+    assert "upos_accuracy" not in with_gold and with_gold["uas"] != scores["uas"]
+    refused = runner.invoke(main, ["evaluate", str(gold), "--pred", str(parsed), "--tagger-pos"])
+    assert refused.exit_code != 0 and "not with --pred" in refused.output
