@@ -42,7 +42,7 @@ def tag_command(*arguments):
     return [sys.executable, "-m", "tagger.cli", *arguments]
 
 
-def run_fold(fold, work, epochs, seed, data_dir, threads):
+def run_fold(fold, work, epochs, seed, data_dir, threads, extra_options):
     model = work / f"fold{fold}.pt"
     tagged = work / f"fold{fold}.tagged.conllu"
     environment = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -55,6 +55,7 @@ def run_fold(fold, work, epochs, seed, data_dir, threads):
                  "--device", "cpu"]
         if data_dir:
             train += ["--data-dir", data_dir]
+        train += extra_options
         if (work / f"fold{fold}.pt.resume").exists():
             train.append("--resume")
         with open(log, "a") as handle:
@@ -77,6 +78,12 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="threads per fold")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--work", default=str(ROOT / "results" / "jackknife"))
+    parser.add_argument("--dev", default=None,
+                        help="dev treebank for the fold taggers' model selection "
+                        "[default: UD English EWT dev]")
+    parser.add_argument("--train-option", action="append", default=[],
+                        help="extra option for tag train, e.g. --train-option=--hidden "
+                        "--train-option=100")
     args = parser.parse_args()
     if args.folds < 2:
         parser.error("--folds must be at least 2")
@@ -93,8 +100,9 @@ def main():
         print(f"fold {fold}: trains on {len(rest)} sentences, tags {len(heldout)}", flush=True)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        extra = (["--dev", args.dev] if args.dev else []) + args.train_option
         tagged = list(pool.map(lambda fold: run_fold(fold, work, args.epochs, args.seed,
-                                                     args.data_dir, args.threads),
+                                                     args.data_dir, args.threads, extra),
                                range(args.folds)))
     jackknifed = [s for path in tagged for s in conll.read(path)]
     if len(jackknifed) != len(sentences):

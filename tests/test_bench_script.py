@@ -25,12 +25,54 @@ def test_bench_backprop_quick_prints_a_row_per_case(extra):
     assert f"persistent grad {'on' if extra else 'off'}" in result.stdout
 
 
-@pytest.mark.parametrize("beam", ["1", "3"])
-def test_bench_parser_reports_its_speed(beam, data_dir):
+@pytest.mark.parametrize("beam,tags", [("1", "gold"), ("3", "gold"), ("1", "tagger"),
+                                       ("2", "joint")])
+def test_bench_parser_reports_its_speed(beam, tags, data_dir):
     script = SCRIPT.with_name("bench_parser.py")
     result = subprocess.run(
         [sys.executable, str(script), "--limit", "20", "--repeats", "1", "--threads", "1",
-         "--beam", beam, "--data-dir", str(data_dir)], capture_output=True, text=True,
-        timeout=120, check=True)
-    assert f"beam {beam}" in result.stdout
+         "--beam", beam, "--tags", tags, "--data-dir", str(data_dir)], capture_output=True,
+        text=True, timeout=120, check=True)
+    assert f"beam {beam}, POS {tags}" in result.stdout
     assert "20 sentences" in result.stdout and "sentences/s" in result.stdout
+
+
+def test_jackknife_tags_each_part_by_a_tagger_that_did_not_see_it(tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from jackknife_tags import contiguous_folds
+
+    from data import conll
+
+    parts = contiguous_folds(list(range(10)), 3)
+    assert parts == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    words = [("The", "DET", "DT"), ("dog", "NOUN", "NN"), ("barks", "VERB", "VBZ"),
+             (".", "PUNCT", ".")]
+    lines = []
+    for number in range(6):
+        lines.append(f"# sent_id = {number}")
+        for index, (form, upos, xpos) in enumerate(words, 1):
+            head = 0 if index == 3 else 3 if index != 1 else 2
+            lines.append(f"{index}\t{form}\t_\t{upos}\t{xpos}\t_\t{head}\tdep\t_\t_")
+        lines.append("")
+    treebank = tmp_path / "t.conllu"
+    treebank.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    work = tmp_path / "work"
+    subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("jackknife_tags.py")), "--train", str(treebank),
+         "--dev", str(treebank), "--folds", "2", "--epochs", "1", "--jobs", "2", "--work",
+         str(work), "--train-option=--hidden", "--train-option=8"],
+        capture_output=True, text=True, timeout=300, check=True)
+    original = list(conll.read(treebank))
+    jackknifed = list(conll.read(work / "train.jackknifed.conllu"))
+    assert [s.forms for s in jackknifed] == [s.forms for s in original]
+    assert [s.heads for s in jackknifed] == [s.heads for s in original]
+    assert [s.deprels for s in jackknifed] == [s.deprels for s in original]
+    assert all(tag != "_" for s in jackknifed for tag in s.upos + s.xpos)
+    def sentence_ids(path):
+        return {line for line in path.read_text().splitlines() if line.startswith("# sent_id")}
+
+    for fold in range(2):  # each fold's tagger trained on the other fold only
+        trained_on = sentence_ids(work / f"fold{fold}.train.conllu")
+        heldout = sentence_ids(work / f"fold{fold}.heldout.conllu")
+        assert len(trained_on) == len(heldout) == 3 and trained_on.isdisjoint(heldout)
+        assert (work / f"fold{fold}.metrics.json").exists()
