@@ -34,14 +34,15 @@ from tagger.predict import tag_alternatives, tag_sentences  # noqa: E402
 
 
 def parse_with(tags, model, vocabs, tagger, sentences, args):
-    if tags == "tagger":
-        tag_sentences(tagger[0], sentences, tagger[1])
+    """Parse ``sentences`` in place with the POS that ``tags`` names (see the docstring)."""
     if tags == "joint":
         alternatives = tag_alternatives(tagger[0], sentences, tagger[1])
         tag_and_parse(model, vocabs, sentences, alternatives, beam=args.beam,
                       batch_size=args.batch_size)
-    else:
-        parse_sentences(model, sentences, vocabs, batch_size=args.batch_size, beam=args.beam)
+        return
+    if tags == "tagger":
+        tag_sentences(tagger[0], sentences, tagger[1])
+    parse_sentences(model, sentences, vocabs, batch_size=args.batch_size, beam=args.beam)
 
 
 def main():
