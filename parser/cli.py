@@ -118,6 +118,7 @@ def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, 
         predicted_tag_sentences = None
         if train_tags_file:
             predicted_tag_sentences = [s for s in conll.read(train_tags_file) if len(s)]
+            # train_parser checks this too; here the error names both files, before any work.
             try:
                 check_same_trees(train_sentences, predicted_tag_sentences)
             except ValueError as error:
@@ -278,7 +279,8 @@ def evaluate(gold_file, model_path, pred_file, tagger_pos, tagger_path, choose_t
                 for sentence in predicted:
                     sentence.upos = [MISSING] * len(sentence)
                     sentence.xpos = [MISSING] * len(sentence)
-                _tag_and_parse(model, vocabs, predicted, beam, tagger_path, True, choose_tags)
+                _tag_and_parse(model, vocabs, predicted, beam, tagger_path, write_tags=True,
+                               choose_tags=choose_tags)
             else:
                 parse_sentences(model, predicted, vocabs, beam=beam)
         if len(predicted) != len(gold):
