@@ -21,7 +21,8 @@ Two autograd Functions, one per mode:
 On the CPU (float32/float64, top-k selection) the whole layer is the compiled autograd Function
 of ``meprop.kernels`` when it is available: the same rule, a heap-based top-k, and no Python in
 the forward or backward call. The code below is the reference and the path everywhere else (GPU,
-half precision, random-k, autocast, or ``MEPROP_KERNELS=0``).
+half precision, random-k, autocast, or ``MEPROP_KERNELS=0``). That path never waits on the
+device, so a CUDA graph can capture its backward (``torch.cuda.graph``).
 """
 
 import torch
@@ -57,9 +58,12 @@ def sparse_weight_grad(indices, values, inputs, out_features):
     """
     k = indices.shape[1]
     rows_sorted, order = torch.sort(indices.reshape(-1), stable=True)
-    counts = torch.bincount(rows_sorted, minlength=out_features)  # kept entries per row
-    offsets = torch.zeros_like(counts)
-    torch.cumsum(counts[:-1], dim=0, out=offsets[1:])
+    # Where each row's entries start in the sorted list: a search rather than ``bincount``,
+    # whose output size depends on the data and so waits on the device (and breaks CUDA graphs).
+    row_ids = torch.arange(out_features + 1, device=indices.device, dtype=rows_sorted.dtype)
+    starts = torch.searchsorted(rows_sorted, row_ids)
+    offsets = starts[:-1]
+    counts = starts[1:] - offsets  # kept entries per row
     examples = torch.div(order, k, rounding_mode="floor")
     grad_weight = F.embedding_bag(
         examples, inputs, offsets, per_sample_weights=values.reshape(-1)[order], mode="sum")
@@ -69,18 +73,23 @@ def sparse_weight_grad(indices, values, inputs, out_features):
 class _MePropLinear(torch.autograd.Function):
     """Shared forward (``F.linear``) and context; each subclass is one meProp variant.
 
-    ``apply(input [batch, in], weight [out, in], bias [out] or None, k, selection, record)``.
+    ``apply(input [batch, in], weight [out, in], bias [out] or None, k, selection, record,
+    grad_buffer or None)``.
     """
 
     @staticmethod
-    def forward(input, weight, bias, k, selection, record):
+    def forward(input, weight, bias, k, selection, record, grad_buffer):
         return F.linear(input, weight, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias, k, selection, record = inputs
+        input, weight, bias, k, selection, record, grad_buffer = inputs
         ctx.save_for_backward(input, weight)
         ctx.k, ctx.selection, ctx.record = k, selection, record
+        ctx.grad_buffer = ctx.weight_edge = None
+        if grad_buffer is not None and weight.is_leaf and weight.requires_grad:
+            ctx.grad_buffer = grad_buffer
+            ctx.weight_edge = torch.autograd.graph.get_gradient_edge(weight)
 
 
 class PerExampleLinear(_MePropLinear):
@@ -110,7 +119,7 @@ class PerExampleLinear(_MePropLinear):
             grad_bias = grad_output.sum(0)
         if ctx.record is not None:
             ctx.record.touched = (counts > 0).sum()
-        return grad_input, grad_weight, grad_bias, None, None, None
+        return grad_input, grad_weight, grad_bias, None, None, None, None
 
 
 class UnifiedLinear(_MePropLinear):
@@ -132,36 +141,97 @@ class UnifiedLinear(_MePropLinear):
         if need_input:
             grad_input = (kept @ weight_c.index_select(0, columns)).to(input.dtype)
         if need_weight:
-            grad_weight = torch.zeros_like(weight)
-            grad_weight.index_copy_(0, columns, (kept.t() @ input_c).to(weight.dtype))
-        return grad_input, grad_weight, grad_bias, None, None, None
+            rows = (kept.t() @ input_c).to(weight.dtype)  # [k, in]
+            if _writes_grad_in_place(ctx, weight):
+                weight.grad = ctx.grad_buffer.write_rows(weight, columns, rows)
+            else:
+                if ctx.grad_buffer is not None:
+                    ctx.grad_buffer.mark_stale()  # it may be weight.grad and accumulate this
+                grad_weight = torch.zeros_like(weight)
+                grad_weight.index_copy_(0, columns, rows)
+        return grad_input, grad_weight, grad_bias, None, None, None, None
+
+
+def _writes_grad_in_place(ctx, weight):
+    """Whether this backward may write its persistent buffer as ``weight.grad``: a leaf weight
+    with no gradient yet, whose gradient this backward pass accumulates into ``.grad`` (not
+    ``torch.autograd.grad``, which must get the gradient back, nor ``backward(inputs=...)``
+    without it)."""
+    if ctx.grad_buffer is None or weight.grad is not None or has_grad_hooks(weight):
+        return False
+    try:
+        return torch._C._will_engine_execute_node(ctx.weight_edge.node)
+    except RuntimeError:  # raised for a leaf inside torch.autograd.grad
+        return False
 
 
 FUNCTIONS = {"per_example": PerExampleLinear, "unified": UnifiedLinear}
 
 
 class GradBuffer:
-    """A persistent weight gradient for the compiled layer (``persistent_grad=True``).
+    """A persistent weight gradient (``persistent_grad=True``).
 
     The buffer becomes ``weight.grad`` itself, and the next backward (after
     ``zero_grad(set_to_none=True)``) clears only the rows it wrote last time instead of
-    allocating and zero-filling a new ``[out, in]`` gradient: with k of out rows kept per
-    example, most of a dense gradient is zeros that cost as much to write as the products.
-    The contract this needs: nothing may keep ``weight.grad`` across ``zero_grad`` and expect
-    it unchanged, or write its untouched rows in place. Hooks on the weight bypass it.
+    allocating and zero-filling a new ``[out, in]`` gradient: with k of out rows kept, most of
+    a dense gradient is zeros that cost as much to write as the products (on an H100, zero-filling
+    8192 x 8192 floats takes longer than the rest of unified meProp's backward). The contract
+    this needs: nothing may keep ``weight.grad`` across ``zero_grad`` and expect it unchanged,
+    or write its untouched rows in place. Hooks on the weight bypass it.
+
+    Two writers keep their own record of the rows that may be non-zero: the compiled CPU layer a
+    mask (``nonzero``, one byte per row), the PyTorch path of unified meProp (any device) the
+    ``rows`` it wrote last. A record is exact only while its own writer wrote last; otherwise the
+    writer treats every row as possibly non-zero once.
     """
 
     def __init__(self):
-        self.tensor = self.nonzero = None
+        self.tensor = self.nonzero = self.rows = None
+        self.mask_exact = self.rows_exact = False
 
-    def tensors(self, weight):
-        """(buffer, nonzero-rows mask) for this weight, (re)allocated to its dtype/device."""
+    def _fit(self, weight):
         tensor = self.tensor
         if (tensor is None or tensor.shape != weight.shape or tensor.dtype != weight.dtype
                 or tensor.device != weight.device):
             self.tensor = torch.zeros_like(weight, memory_format=torch.contiguous_format)
             self.nonzero = torch.zeros(weight.shape[0], dtype=torch.uint8, device=weight.device)
+            self.rows = None  # a zero buffer: no row to clear
+            self.mask_exact = self.rows_exact = True
+        return self.tensor
+
+    def tensors(self, weight):
+        """(buffer, nonzero-rows mask) for the compiled layer, fitted to this weight."""
+        self._fit(weight)
+        if not self.mask_exact:
+            self.nonzero.fill_(1)
+            self.mask_exact = True
+        self.rows_exact = False
         return self.tensor, self.nonzero
+
+    def write_rows(self, weight, rows, values):
+        """The buffer holding ``values`` ([n, in]) in ``rows`` ([n], distinct) and zeros elsewhere.
+
+        Only the rows written last time are cleared, so every step costs O(n * in), and the
+        indices live in one tensor that is updated in place: a CUDA graph that captured this
+        replays it correctly.
+        """
+        tensor = self._fit(weight)
+        if not self.rows_exact:
+            tensor.zero_()
+        elif self.rows is not None:
+            tensor.index_fill_(0, self.rows, 0)
+        tensor.index_copy_(0, rows, values)
+        if self.rows is None or self.rows.shape != rows.shape or self.rows.device != rows.device:
+            self.rows = torch.empty_like(rows)
+        self.rows.copy_(rows)
+        self.rows_exact, self.mask_exact = True, False
+        return tensor
+
+    def mark_stale(self):
+        """The buffer may have been changed outside its writers (e.g. accumulated into)."""
+        self.rows_exact = self.mask_exact = False
+        if self.nonzero is not None:
+            self.nonzero.fill_(1)
 
 
 def has_grad_hooks(weight):
@@ -184,8 +254,10 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
         record: optional object (``meprop.stats.BackwardRecord``) whose ``touched`` attribute
             is set to the number of weight rows the backward updates: an int, or for the
             per-example mode a 0-d tensor, so that backward never waits on the device.
-        grad_buffer: optional :class:`GradBuffer` to write the weight gradient into (compiled
-            CPU path only; ignored elsewhere, and while the weight has gradient hooks).
+        grad_buffer: optional :class:`GradBuffer` to write the weight gradient into: by the
+            compiled CPU layer (both modes) and by the unified mode's PyTorch path (any device,
+            a GPU included); ignored by per-example meProp's PyTorch path, and while the weight
+            has gradient hooks.
 
     Returns:
         ``[*, out_features]``.
@@ -212,7 +284,8 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
         if record is not None:
             record.touched = touched  # -1 until the backward fills it
     else:
-        output = FUNCTIONS[mode].apply(flat_input, weight, bias, k, selection, record)
+        buffer = grad_buffer if mode == "unified" else None
+        output = FUNCTIONS[mode].apply(flat_input, weight, bias, k, selection, record, buffer)
     return output if input.dim() == 2 else output.reshape(*input.shape[:-1], out_features)
 
 

@@ -212,8 +212,7 @@ def _buffers_to_use(ctx, kernel, needed):
                 not has_grad_hooks(weight)):
             into.append(buffer.tensors(weight))
         else:
-            if buffer.nonzero is not None:
-                buffer.nonzero.fill_(1)
+            buffer.mark_stale()
             into.append((None, None))
     return into
 

@@ -16,8 +16,9 @@ class Linear(nn.Linear):
     so state dicts interchange both ways. ``k=None``/``0``/``>= out_features`` is dense.
 
     ``persistent_grad=True`` keeps one weight-gradient tensor across steps and rewrites only
-    the rows the backward touches (compiled CPU path; see :class:`meprop.functional.GradBuffer`
-    for the contract): faster where the dense gradient's zero-filling dominates (small batches).
+    the rows the backward touches (the compiled CPU layer, and unified meProp on any device; see
+    :class:`meprop.functional.GradBuffer` for the contract): faster where the dense gradient's
+    zero-filling dominates (small batches on the CPU, wide layers on a GPU).
     """
 
     def __init__(self, in_features, out_features, k=None, bias=True, mode="per_example",

@@ -60,11 +60,40 @@ def unified_indices(grad_output, k, selection="topk"):
     meProp does; ``random`` draws k distinct columns.
     """
     if selection == "topk":
-        # Summed in float32 at least, so half-precision gradients cannot overflow.
+        # Summed in float32 at least, so half-precision gradients cannot overflow. The L1 norm
+        # of each column reads dY once; |dY| and then a sum would also write and reread it.
         dtype = torch.promote_types(grad_output.dtype, torch.float32)
-        scores = grad_output.abs().sum(dim=0, dtype=dtype)
-        return scores.topk(k, sorted=False).indices
+        scores = torch.linalg.vector_norm(grad_output, ord=1, dim=0, dtype=dtype)
+        return largest_indices(scores, k)
     return torch.randperm(grad_output.shape[1], device=grad_output.device)[:k]
+
+
+def largest_indices(scores, k):
+    """Indices of the k largest entries of the 1-D ``scores`` (unsorted).
+
+    Inside a CUDA graph capture, where device time is all that is left, one long row is a poor
+    fit for ``torch.topk`` (one thread block does it all); taking the top k of each chunk of at
+    least 4k entries and then the top k of those candidates gives the same set faster (on an
+    H100 at 8,192 entries, k=32: unified meProp's captured backward 0.162 -> 0.146 ms). Run
+    eagerly, the extra launches cost more than they save, so there it is one ``topk``. Ties may
+    be broken differently, as between any two top-k implementations.
+    """
+    chunk = max(128, 4 * k)
+    n = scores.shape[0]
+    if (n < 4 * chunk or n % chunk or not scores.is_cuda
+            or not torch.cuda.is_current_stream_capturing()):
+        return scores.topk(k, sorted=False).indices
+    return two_stage_topk(scores, k, chunk)
+
+
+def two_stage_topk(scores, k, chunk):
+    """:func:`largest_indices` by chunks: ``scores`` split into rows of ``chunk`` (which must
+    divide its length and be at least k); every overall top-k entry is in its chunk's top k."""
+    rows = scores.view(-1, chunk)
+    candidates, within = rows.topk(k, dim=1, sorted=False)  # [chunks, k]
+    best = candidates.reshape(-1).topk(k, sorted=False).indices
+    starts = torch.arange(0, scores.shape[0], chunk, device=scores.device).unsqueeze(1)
+    return (within + starts).reshape(-1)[best]
 
 
 def gate_indices(grad_gates, k, n_gates, mode="per_example", selection="topk"):

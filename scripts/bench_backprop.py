@@ -5,6 +5,13 @@ selection included; the forward is not timed) for dense ``nn.Linear``, meProp pe
 meProp unified, and prints a Markdown table of medians and speed-ups. Run it alone on the machine.
 
     python scripts/bench_backprop.py [--threads 2] [--repeats 20] [--device cpu] [--no-kernels]
+    python scripts/bench_backprop.py --device cuda --gpu-paper [--cuda-graph] [--persistent-grad]
+
+On a GPU, ``--cuda-graph`` times the same backward captured once in a CUDA graph and replayed
+(dense and meProp alike): what the device itself spends, without the host's per-operation
+launches and the autograd engine's hand-over to its device thread, which cost more than meProp's
+whole backward at the paper's GPU shape. The replayed gradients are checked against an ordinary
+backward before timing.
 
 On the CPU meProp runs its compiled kernels (``meprop.kernels``) when they build;
 ``--no-kernels`` times the pure-PyTorch reference path instead.
@@ -36,6 +43,8 @@ def parse_args():
     parser.add_argument("--persistent-grad", action="store_true",
                         help="meProp layers keep one weight gradient and rewrite only the rows "
                         "they touch (meprop.Linear(persistent_grad=True))")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="GPU only: time each backward captured in a CUDA graph and replayed")
     parser.add_argument("--gpu-paper", action="store_true",
                         help="the paper's GPU setting instead: 8192->8192, batch 1024, k 8..512")
     return parser.parse_args()
@@ -97,17 +106,58 @@ def time_backward(layer, inputs, grad_output, device, repeats, warmup):
     return statistics.median(times)
 
 
-def bench_case(n_in, n_out, batch, k, device, repeats, warmup):
+def gradients(layer, inputs):
+    return [tensor.grad.clone() for tensor in (inputs, *layer.parameters())]
+
+
+def time_graphed_backward(layer, inputs, grad_output, device, repeats, warmup):
+    """As :func:`time_backward`, for the backward captured in a CUDA graph and replayed.
+
+    Warm-up runs on a side stream (as capture needs); the forward runs once, outside the graph,
+    and only ``output.backward`` is captured, into gradients that ``zero_grad(set_to_none)``
+    left to be allocated from the graph's memory and that each replay rewrites."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(max(warmup, 1)):
+            inputs.grad = None
+            layer.zero_grad(set_to_none=True)
+            layer(inputs).backward(grad_output)
+        expected = gradients(layer, inputs)
+        inputs.grad = None
+        layer.zero_grad(set_to_none=True)
+        output = layer(inputs)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        output.backward(grad_output)
+    graph.replay()
+    synchronize(device)
+    for got, want in zip(gradients(layer, inputs), expected, strict=True):
+        torch.testing.assert_close(got, want)  # the graph replays the real backward
+    times = []
+    for rep in range(warmup + repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        graph.replay()
+        synchronize(device)
+        if rep >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_case(n_in, n_out, batch, k, device, repeats, warmup, graphed=False):
     torch.manual_seed(0)
     inputs = torch.randn(batch, n_in, device=device, requires_grad=True)
     grad_output = torch.randn(batch, n_out, device=device)
+    timer = time_graphed_backward if graphed else time_backward
     dense = torch.nn.Linear(n_in, n_out, device=device)
-    result = {"dense": time_backward(dense, inputs, grad_output, device, repeats, warmup)}
+    result = {"dense": timer(dense, inputs, grad_output, device, repeats, warmup)}
     for mode in ("per_example", "unified"):
         layer = meprop.Linear(n_in, n_out, k=k, mode=mode, device=device,
                               persistent_grad=PERSISTENT_GRAD)
         layer.load_state_dict(dense.state_dict())
-        result[mode] = time_backward(layer, inputs, grad_output, device, repeats, warmup)
+        result[mode] = timer(layer, inputs, grad_output, device, repeats, warmup)
     return result
 
 
@@ -241,6 +291,8 @@ def bench_steps(device, repeats, warmup):
 def main(args):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.cuda_graph and device.type != "cuda":
+        sys.exit("--cuda-graph needs --device cuda")
     cases = CASES[2:4] if args.quick else CASES
     if args.gpu_paper:
         cases = GPU_PAPER_CASES
@@ -248,15 +300,22 @@ def main(args):
           f"threads {torch.get_num_threads()}, THP_MEM_ALLOC_ENABLE="
           f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, compiled kernels "
           f"{'on' if device.type == 'cpu' and kernels.cpu() is not None else 'off'}, "
-          f"persistent grad {'on' if args.persistent_grad else 'off'}")
+          f"persistent grad {'on' if args.persistent_grad else 'off'}"
+          f"{', backward captured in a CUDA graph' if args.cuda_graph else ''}")
+    if device.type == "cuda":
+        print(f"# {torch.cuda.get_device_name(device)}, TF32 matmul "
+              f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}; median of {args.repeats} after {args.warmup} warm-up")
     print("| layer | shape | batch | k | dense ms | per-example ms | unified ms | "
           "per-example x | unified x |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, n_in, n_out, batch, k in cases:
-        times = bench_case(n_in, n_out, batch, k, device, args.repeats, args.warmup)
+        times = bench_case(n_in, n_out, batch, k, device, args.repeats, args.warmup,
+                           args.cuda_graph)
         print_row(name, f"{n_in}->{n_out}", batch, k, times)
+    if args.cuda_graph:
+        return  # the LSTM, the overhead and the whole steps are timed without graphs
     if args.gpu_paper:
         bench_overhead(device, args.repeats, args.warmup,
                        [case for case in GPU_PAPER_CASES if case[4] == 32], mode="unified")

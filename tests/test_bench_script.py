@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_backprop.py"
 
@@ -23,6 +24,23 @@ def test_bench_backprop_quick_prints_a_row_per_case(extra):
         assert all(float(value) > 0 for value in cells[4:])
     assert "threads 1" in result.stdout
     assert f"persistent grad {'on' if extra else 'off'}" in result.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("extra", [[], ["--persistent-grad"]])
+def test_bench_backprop_times_cuda_graphs(extra):
+    """The graphed timings run (and the script itself checks replayed against eager gradients)."""
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cuda", "--cuda-graph", "--quick", "--repeats",
+         "2", "--warmup", "1", *extra], capture_output=True, text=True, timeout=120, check=True)
+    assert "backward captured in a CUDA graph" in result.stdout
+    assert len([line for line in result.stdout.splitlines() if line.startswith("| MNIST")]) == 2
+
+
+def test_bench_backprop_refuses_cuda_graphs_on_the_cpu():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--cuda-graph", "--quick"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "--cuda-graph needs --device cuda" in result.stderr
 
 
 @pytest.mark.parametrize("beam,tags", [("1", "gold"), ("3", "gold"), ("1", "tagger"),

@@ -133,7 +133,7 @@ def test_gradcheck_sparse_kernels_with_full_selection(function):
     weight = torch.randn(3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     bias = torch.randn(3, dtype=torch.float64, generator=gen, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda a, w, b: function.apply(a, w, b, 3, "topk", None), (x, weight, bias)
+        lambda a, w, b: function.apply(a, w, b, 3, "topk", None, None), (x, weight, bias)
     )
 
 
