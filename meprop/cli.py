@@ -12,6 +12,7 @@ from meprop.cli_options import (
     persistent_grad_option,
     seed_option,
     selection_option,
+    sparse_update_option,
 )
 from meprop.training import OPTIMIZERS
 
@@ -48,11 +49,12 @@ def main():
               help="Folder holding mnist/*.gz (else $MEPROP_DATA, else ~/.cache/meprop, "
               "downloading there).")
 @persistent_grad_option()
+@sparse_update_option()
 @metrics_json_option()
 @click.option("--limit", type=click.IntRange(min=1), default=None, hidden=True,
               help="Train on the first N training images only (for quick checks).")
 def mnist(k, mode, selection, epochs, batch_size, optimizer, lr, hidden, layers, dropout, seed,
-          device, data_dir, persistent_grad, metrics_json, limit):
+          device, data_dir, persistent_grad, sparse_update, metrics_json, limit):
     """Train the paper's MLP (784-500-500-10, ReLU) on MNIST with meProp.
 
     The first 5,000 training images are the dev set; the epoch with the best dev accuracy is
@@ -74,7 +76,7 @@ def mnist(k, mode, selection, epochs, batch_size, optimizer, lr, hidden, layers,
                        dropout=dropout)
     metrics = train_mnist(config, tensors, epochs=epochs, batch_size=batch_size,
                           optimizer=optimizer, lr=lr, seed=seed, device=device, limit=limit,
-                          persistent_grad=persistent_grad)
+                          persistent_grad=persistent_grad, sparse_update=sparse_update)
     click.echo(json.dumps(metrics, indent=2, sort_keys=True))
     if metrics_json:
         write_metrics_json(metrics_json, metrics)

@@ -81,8 +81,17 @@ def persistent_grad_option():
     return click.option(
         "--persistent-grad", is_flag=True,
         help="Keep one weight-gradient buffer per meProp layer and rewrite only the rows each "
-        "backward touches, instead of a fresh, mostly zero gradient per step (compiled CPU "
-        "path; the same gradients, a faster backward at small batches).")
+        "backward touches, instead of a fresh, mostly zero gradient per step (the compiled CPU "
+        "layers, and unified meProp on any device; the same gradients, a faster backward at "
+        "small batches).")
+
+
+def sparse_update_option():
+    return click.option(
+        "--sparse-update", is_flag=True,
+        help="Let the optimizer update only the weight rows meProp's backward touched (the rest "
+        "keep their weights and optimizer state): exact for AdaGrad, lazy Adam for Adam (as "
+        "torch.optim.SparseAdam). Implies --persistent-grad.")
 
 
 def seed_option(help):

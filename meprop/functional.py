@@ -227,6 +227,18 @@ class GradBuffer:
         self.rows_exact, self.mask_exact = True, False
         return tensor
 
+    def written_rows(self, weight):
+        """The rows of ``weight.grad`` that may be non-zero (int64 indices), when ``weight.grad``
+        is this buffer and its last writer's record says; else None (unknown: all rows)."""
+        grad = weight.grad
+        if grad is None or self.tensor is None or grad.data_ptr() != self.tensor.data_ptr():
+            return None
+        if self.rows_exact:
+            return self.rows
+        if self.mask_exact:
+            return self.nonzero.nonzero().squeeze(1)
+        return None
+
     def mark_stale(self):
         """The buffer may have been changed outside its writers (e.g. accumulated into)."""
         self.rows_exact = self.mask_exact = False

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from meprop.nn import Linear, use_persistent_grad
+from meprop.optim import touched_weights
 from meprop.training import (
     BackpropClock,
     make_optimizer,
@@ -79,12 +80,14 @@ def accuracy(model, images, labels, batch_size=1000):
 
 
 def train_mnist(config, tensors, epochs=20, batch_size=10, optimizer="adam", lr=None, seed=1,
-                device=torch.device("cpu"), progress=True, limit=None, persistent_grad=False):
+                device=torch.device("cpu"), progress=True, limit=None, persistent_grad=False,
+                sparse_update=False):
     """Train, keep the epoch with the best dev accuracy, report its test accuracy.
 
     ``tensors`` is what ``data.mnist.load`` returns; ``limit`` keeps only the first training
     examples (tests use it); ``persistent_grad`` gives the meProp layers persistent gradient
-    buffers (``meprop.Linear``). Returns a flat metrics dict (accuracies in %, times in s).
+    buffers (``meprop.Linear``); ``sparse_update`` also has the optimizer update only the rows
+    they touched (:mod:`meprop.optim`). Returns a flat metrics dict (accuracies in %, times in s).
     """
     seed_everything(seed)
     splits = prepare(tensors, device)
@@ -92,8 +95,9 @@ def train_mnist(config, tensors, epochs=20, batch_size=10, optimizer="adam", lr=
     if limit:
         train_images, train_labels = train_images[:limit], train_labels[:limit]
     model = MLP(config).to(device)
-    use_persistent_grad(model, persistent_grad)
-    opt = make_optimizer(optimizer, model.parameters(), lr or DEFAULT_LR[optimizer])
+    use_persistent_grad(model, persistent_grad or sparse_update)
+    opt = make_optimizer(optimizer, model.parameters(), lr or DEFAULT_LR[optimizer],
+                         buffers=touched_weights(model) if sparse_update else None)
     clock = BackpropClock(device)
     shuffle = torch.Generator().manual_seed(seed)
     best = {"dev_accuracy": -1.0}
@@ -126,6 +130,7 @@ def train_mnist(config, tensors, epochs=20, batch_size=10, optimizer="adam", lr=
         "rows_touched": touched_sum / max(steps, 1),
         "k_ratio": model.linears[0].k_ratio,
         "threads": torch.get_num_threads(),
+        "sparse_update": sparse_update,
         "device": str(device),
         **{f"config_{key}": value for key, value in asdict(config).items() if value is not None},
     }

@@ -23,6 +23,7 @@ from meprop.cli_options import (  # noqa: E402
     refuse_overwrite,
     seed_option,
     selection_option,
+    sparse_update_option,
     training_run_options,
     treebank_options,
 )
@@ -96,12 +97,14 @@ def main():
               "--train-tags each epoch (1 = predicted POS only).")
 @seed_option("Seed for initialisation and batch order.")
 @persistent_grad_option()
+@sparse_update_option()
 @device_option()
 @training_run_options("parser.pt")
 @metrics_json_option()
 def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, dropout, epochs,
           batch_size, optimizer, lr, pos_column, min_word_freq, embeddings, word_dropout,
-          average, tag_dropout, train_tags_file, train_tags_rate, seed, persistent_grad, device,
+          average, tag_dropout, train_tags_file, train_tags_rate, seed, persistent_grad,
+          sparse_update, device,
           data_dir, resume, out, metrics_json, quiet):
     """Train a parser; with no files, on UD English EWT (train, dev for model selection)."""
     from data import DataError, conll
@@ -131,7 +134,8 @@ def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, 
                      k=k or None, mode=mode, selection=selection, pos_column=pos_column)
     options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                            seed=seed, min_word_freq=min_word_freq, embeddings=embeddings,
-                           persistent_grad=persistent_grad, word_dropout=word_dropout,
+                           persistent_grad=persistent_grad, sparse_update=sparse_update,
+                           word_dropout=word_dropout,
                            average=average, tag_dropout=tag_dropout,
                            predicted_tags_rate=train_tags_rate)
     metrics = train_parser(overrides, train_sentences, dev_sentences, options, out,

@@ -7,6 +7,7 @@ import torch
 
 from data.vocab import Vocab
 from meprop.nn import use_persistent_grad
+from meprop.optim import touched_weights
 from meprop.training import (
     BackpropClock,
     load_checkpoint,
@@ -45,6 +46,7 @@ class TrainOptions:
     seed: int = 1
     min_word_freq: int = 2
     persistent_grad: bool = False  # meprop.use_persistent_grad on the model
+    sparse_update: bool = False  # the optimizer updates only the rows meProp touched
     embeddings: str = None  # text file of pre-trained word vectors
     word_dropout: float = 0.0  # alpha: a word of training count c becomes UNK w.p. a / (a + c)
     average: float = 0.0  # decay of an exponential moving average of the weights; 0 = none
@@ -154,10 +156,11 @@ def weight_average(model, decay):
 
 def make_optimizer_for(model, options):
     lr = options.lr or DEFAULT_LR[options.optimizer]
+    buffers = touched_weights(model) if options.sparse_update else None
     if options.optimizer == "adagrad":  # Chen & Manning's settings
         return make_optimizer("adagrad", model.parameters(), lr, adagrad_eps=1e-6,
-                              weight_decay=1e-8)
-    return make_optimizer(options.optimizer, model.parameters(), lr)
+                              weight_decay=1e-8, buffers=buffers)
+    return make_optimizer(options.optimizer, model.parameters(), lr, buffers=buffers)
 
 
 def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
@@ -192,7 +195,7 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
         log(f"predicted POS for {options.predicted_tags_rate:.0%} of the transitions each epoch "
             f"({changed.any(1).float().mean().item():.1%} of them differ from gold)")
     model = ParserModel(config).to(device)
-    use_persistent_grad(model, options.persistent_grad)
+    use_persistent_grad(model, options.persistent_grad or options.sparse_update)
     if options.embeddings and not state:
         found = model.load_pretrained(options.embeddings, vocabs["words"], normalize_word)
         log(f"pre-trained vectors for {found} of {len(vocabs['words'])} words")

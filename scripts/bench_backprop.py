@@ -43,6 +43,9 @@ def parse_args():
     parser.add_argument("--persistent-grad", action="store_true",
                         help="meProp layers keep one weight gradient and rewrite only the rows "
                         "they touch (meprop.Linear(persistent_grad=True))")
+    parser.add_argument("--sparse-update", action="store_true",
+                        help="whole steps: meProp's optimizer updates only the rows it touched "
+                        "(meprop.optim; implies --persistent-grad)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="GPU only: time each backward captured in a CUDA graph and replayed")
     parser.add_argument("--gpu-paper", action="store_true",
@@ -53,7 +56,8 @@ def parse_args():
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None and not ARGS.no_thp:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-PERSISTENT_GRAD = ARGS is not None and ARGS.persistent_grad
+SPARSE_UPDATE = ARGS is not None and ARGS.sparse_update
+PERSISTENT_GRAD = ARGS is not None and (ARGS.persistent_grad or SPARSE_UPDATE)
 if ARGS is not None and ARGS.no_kernels:
     os.environ["MEPROP_KERNELS"] = "0"
 
@@ -63,6 +67,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import meprop  # noqa: E402
 from meprop import kernels  # noqa: E402
+from meprop.optim import touched_weights  # noqa: E402
 from meprop.training import make_optimizer  # noqa: E402
 
 # (name, in_features, out_features, batch, k): the paper's settings (Sun et al. 2017, Table 1).
@@ -232,9 +237,11 @@ def print_row(name, shape, batch, k, times):
     sys.stdout.flush()
 
 
-def time_training_step(model, inputs, targets, device, repeats, warmup):
-    """Median seconds of one whole step: forward, cross-entropy, backward, Adam update."""
-    optimizer = make_optimizer("adam", model.parameters(), 1e-4)  # as the trainers: fused on CPU
+def time_training_step(model, inputs, targets, device, repeats, warmup, sparse_update=False):
+    """Median seconds of one whole step: forward, cross-entropy, backward, Adam update
+    (``sparse_update``: of the rows meProp touched alone)."""
+    buffers = touched_weights(model) if sparse_update else None
+    optimizer = make_optimizer("adam", model.parameters(), 1e-4, buffers=buffers)  # as trainers
     times = []
     for rep in range(warmup + repeats):
         synchronize(device)
@@ -280,7 +287,8 @@ def bench_steps(device, repeats, warmup):
             torch.manual_seed(0)
             model = make(k, mode).to(device)
             meprop.use_persistent_grad(model, PERSISTENT_GRAD)
-            times[label] = time_training_step(model, inputs, targets, device, repeats, warmup)
+            times[label] = time_training_step(model, inputs, targets, device, repeats, warmup,
+                                              sparse_update=SPARSE_UPDATE and k is not None)
         ms = {key: value * 1e3 for key, value in times.items()}
         print(f"| {name} | {ms['dense']:.3f} | {ms['per_example']:.3f} | {ms['unified']:.3f} | "
               f"{times['dense'] / times['per_example']:.2f} | "
@@ -300,7 +308,8 @@ def main(args):
           f"threads {torch.get_num_threads()}, THP_MEM_ALLOC_ENABLE="
           f"{os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, compiled kernels "
           f"{'on' if device.type == 'cpu' and kernels.cpu() is not None else 'off'}, "
-          f"persistent grad {'on' if args.persistent_grad else 'off'}"
+          f"persistent grad {'on' if PERSISTENT_GRAD else 'off'}, "
+          f"sparse update {'on' if SPARSE_UPDATE else 'off'}"
           f"{', backward captured in a CUDA graph' if args.cuda_graph else ''}")
     if device.type == "cuda":
         print(f"# {torch.cuda.get_device_name(device)}, TF32 matmul "

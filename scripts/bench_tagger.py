@@ -27,6 +27,7 @@ import meprop  # noqa: E402
 from data import conll  # noqa: E402
 from data.batching import bucket_batches  # noqa: E402
 from data.datasets import split_path  # noqa: E402
+from meprop.optim import touched_weights  # noqa: E402
 from meprop.training import make_optimizer  # noqa: E402
 from tagger.cli import DEFAULT_MODEL  # noqa: E402
 from tagger.data import FEATURE_NAMES, build_vocabs, encode_inputs, encode_targets  # noqa: E402
@@ -62,8 +63,9 @@ def training_speed(args, k):
                           feature_sizes=[len(vocabs[n]) for n in FEATURE_NAMES],
                           tag_sizes={c: len(vocabs[c]) for c in ("upos", "xpos")}, k=k)
     model = TaggerModel(config)
-    meprop.use_persistent_grad(model, args.persistent_grad)
-    optimizer = make_optimizer("adam", model.parameters(), 0.001)  # as tag train: fused on CPU
+    meprop.use_persistent_grad(model, args.persistent_grad or args.sparse_update)
+    buffers = touched_weights(model) if args.sparse_update and k else None
+    optimizer = make_optimizer("adam", model.parameters(), 0.001, buffers=buffers)  # as tag train
     batches = bucket_batches([len(s) for s in sentences], args.batch_size, seed=1)
     batches = batches[:WARMUP_STEPS + args.train_batches]
     step_times, backward_times, words = [], [], 0
@@ -97,6 +99,9 @@ def main():
     parser.add_argument("--skip-tagging", action="store_true")
     parser.add_argument("--persistent-grad", action="store_true",
                         help="meProp layers keep persistent weight-gradient buffers")
+    parser.add_argument("--sparse-update", action="store_true",
+                        help="the optimizer updates only the rows meProp touched (implies "
+                        "--persistent-grad; dense runs are unaffected)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "

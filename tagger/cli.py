@@ -16,6 +16,7 @@ from meprop.cli_options import (
     persistent_grad_option,
     refuse_overwrite,
     seed_option,
+    sparse_update_option,
     training_run_options,
     treebank_options,
 )
@@ -64,12 +65,13 @@ def main():
               "AdaGrad].")
 @seed_option("Seed for initialisation, batch order and word dropout.")
 @persistent_grad_option()
+@sparse_update_option()
 @device_option()
 @training_run_options("tagger.pt")
 @metrics_json_option()
 def train(train_file, dev_file, column, k, mode, hidden, word_dim, feature_dim, dropout,
           word_dropout, min_word_freq, epochs, batch_size, optimizer, lr, seed, persistent_grad,
-          device, data_dir, resume, out, metrics_json, quiet):
+          sparse_update, device, data_dir, resume, out, metrics_json, quiet):
     """Train a tagger; with no files, on UD English EWT (train, dev for model selection)."""
     from data import DataError, conll
     from data.datasets import split_path
@@ -87,7 +89,7 @@ def train(train_file, dev_file, column, k, mode, hidden, word_dim, feature_dim, 
                          columns=COLUMN_CHOICES[column])
         options = TrainOptions(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                                seed=seed, min_word_freq=min_word_freq,
-                               persistent_grad=persistent_grad)
+                               persistent_grad=persistent_grad, sparse_update=sparse_update)
         metrics = train_tagger(overrides, train_sentences, dev_sentences, options, out,
                                device=device, resume=resume, progress=not quiet,
                                log=lambda text: click.echo(text, err=True))

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from data.batching import bucket_batches
 from data.vocab import Vocab
 from meprop.nn import use_persistent_grad
+from meprop.optim import touched_weights
 from meprop.stats import rows_touched
 from meprop.training import (
     BackpropClock,
@@ -42,6 +43,7 @@ class TrainOptions:
     seed: int = 1
     min_word_freq: int = 2
     persistent_grad: bool = False  # meprop.use_persistent_grad on the model
+    sparse_update: bool = False  # the optimizer updates only the rows meProp touched
 
 
 def evaluate(model, vocabs, gold_sentences):
@@ -89,9 +91,10 @@ def train_tagger(config_overrides, train_sentences, dev_sentences, options, out,
     log(f"{len(inputs)} training sentences, {sum(map(len, inputs))} words, "
         f"{len(vocabs['known_words'])} word types, {len(vocabs['words'])} with an embedding")
     model = TaggerModel(config).to(device)
-    use_persistent_grad(model, options.persistent_grad)
+    use_persistent_grad(model, options.persistent_grad or options.sparse_update)
     optimizer = make_optimizer(options.optimizer, model.parameters(),
-                               options.lr or DEFAULT_LR[options.optimizer])
+                               options.lr or DEFAULT_LR[options.optimizer],
+                               buffers=touched_weights(model) if options.sparse_update else None)
     best = {"dev_score": -1.0, "best_epoch": 0}
     first_epoch, elapsed, backprop = 1, 0.0, 0.0
     if state:

@@ -65,6 +65,16 @@ def test_persistent_grad_trains_exactly_as_fresh_gradients():
         assert runs[0][key] == runs[1][key]
 
 
+def test_sparse_update_with_adagrad_trains_as_the_dense_update():
+    """AdaGrad on the touched rows alone is AdaGrad (a zero gradient row changes nothing)."""
+    runs = [train_mnist(MLPConfig(hidden=32, k=4), fake_mnist(), epochs=1, batch_size=10,
+                        optimizer="adagrad", progress=False, seed=3, sparse_update=sparse)
+            for sparse in (False, True)]
+    assert runs[1]["sparse_update"] and not runs[0]["sparse_update"]
+    for key in ("dev_accuracy", "test_accuracy", "rows_touched"):
+        assert runs[0][key] == pytest.approx(runs[1][key], abs=0.5)
+
+
 def write_fake_mnist_dir(root):
     folder = root / "mnist"
     folder.mkdir(parents=True)

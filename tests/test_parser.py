@@ -228,6 +228,25 @@ def test_cli_persistent_grad_trains_the_same_model(tmp_path):
         assert torch.equal(value, states[1][name]), name
 
 
+def test_cli_sparse_update_reaches_the_optimizer(tmp_path):
+    """--sparse-update trains (lazy Adam on the rows meProp touched: tests/test_optim.py) and
+    so gives another model than the dense update from the same seed."""
+    treebank = write_treebank(tmp_path / "t.conllu", repeat=3)
+    states = []
+    for flag in (["--persistent-grad"], ["--sparse-update"]):
+        out = tmp_path / f"m{flag[0]}.pt"
+        result = CliRunner().invoke(main, ["train", "--train", str(treebank), "--dev",
+                                           str(treebank), "--hidden", "64", "--layers", "1",
+                                           "--k", "2", "--epochs", "2", "--batch-size", "4",
+                                           "--out", str(out), "--quiet", "--device", "cpu",
+                                           *flag])
+        assert result.exit_code == 0, result.output
+        states.append(torch.load(out, weights_only=True)["model"])
+    hidden = "hidden_layers.0.weight"
+    assert not torch.equal(states[0][hidden], states[1][hidden])
+    assert torch.isfinite(states[1][hidden]).all()
+
+
 def test_word_dropout_replaces_rare_words_only(tmp_path):
     from parser.data import word_counts
     from parser.trainer import word_dropout
