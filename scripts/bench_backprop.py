@@ -46,6 +46,10 @@ def parse_args():
     parser.add_argument("--sparse-update", action="store_true",
                         help="whole steps: meProp's optimizer updates only the rows it touched "
                         "(meprop.optim; implies --persistent-grad)")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="time the whole training steps only (not the layers)")
+    parser.add_argument("--step-seconds", type=float, default=2.0,
+                        help="time each model's steps over at least this long (in turns)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="GPU only: time each backward captured in a CUDA graph and replayed")
     parser.add_argument("--gpu-paper", action="store_true",
@@ -237,23 +241,38 @@ def print_row(name, shape, batch, k, times):
     sys.stdout.flush()
 
 
-def time_training_step(model, inputs, targets, device, repeats, warmup, sparse_update=False):
-    """Median seconds of one whole step: forward, cross-entropy, backward, Adam update
-    (``sparse_update``: of the rows meProp touched alone)."""
-    buffers = touched_weights(model) if sparse_update else None
-    optimizer = make_optimizer("adam", model.parameters(), 1e-4, buffers=buffers)  # as trainers
-    times = []
-    for rep in range(warmup + repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        synchronize(device)
-        if rep >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def training_step(model, optimizer, inputs, targets, device):
+    """Seconds of one whole step: forward, cross-entropy, backward, optimizer update."""
+    synchronize(device)
+    start = time.perf_counter()
+    loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_training_steps(runs, inputs, targets, device, repeats, warmup, seconds=2.0, rounds=5):
+    """Median seconds of a step for each ``(label, model, optimizer)`` of ``runs``.
+
+    The runs take turns in ``rounds`` blocks of consecutive steps, so that the machine's slow
+    spells hit them alike while each block keeps its own model's weights in cache, as training
+    does; the first ``warmup`` steps of each block are not counted. A run has at least
+    ``repeats`` timed steps, and at least ``seconds`` worth of them (MNIST's take a millisecond).
+    """
+    for _ in range(warmup + 1):
+        first = training_step(runs[0][1], runs[0][2], inputs, targets, device)
+    repeats = max(repeats, min(2000, int(seconds / max(first, 1e-6))))
+    block = -(-repeats // rounds)
+    times = {label: [] for label, _, _ in runs}
+    for _ in range(rounds):
+        for label, model, optimizer in runs:
+            for step in range(warmup + block):
+                seconds_taken = training_step(model, optimizer, inputs, targets, device)
+                if step >= warmup:
+                    times[label].append(seconds_taken)
+    return {label: statistics.median(values) for label, values in times.items()}, block * rounds
 
 
 def step_models(device):
@@ -275,24 +294,28 @@ def step_models(device):
     ]
 
 
-def bench_steps(device, repeats, warmup):
+def bench_steps(device, repeats, warmup, seconds):
     print()
     print("| whole training step | dense ms | per-example ms | unified ms | per-example x | "
-          "unified x |")
-    print("|---|---|---|---|---|---|")
+          "unified x | steps timed |")
+    print("|---|---|---|---|---|---|---|")
     for name, make, inputs, targets in step_models(device):
-        times = {}
+        runs = []
         for label, k, mode in (("dense", None, "per_example"), ("per_example", 20, "per_example"),
                                ("unified", 20, "unified")):
             torch.manual_seed(0)
             model = make(k, mode).to(device)
             meprop.use_persistent_grad(model, PERSISTENT_GRAD)
-            times[label] = time_training_step(model, inputs, targets, device, repeats, warmup,
-                                              sparse_update=SPARSE_UPDATE and k is not None)
+            # Adam as the trainers make it (fused on the CPU); --sparse-update: meProp's rows only.
+            buffers = touched_weights(model) if SPARSE_UPDATE and k is not None else None
+            runs.append((label, model, make_optimizer("adam", model.parameters(), 1e-4,
+                                                      buffers=buffers)))
+        times, steps = time_training_steps(runs, inputs, targets, device, repeats, warmup,
+                                           seconds)
         ms = {key: value * 1e3 for key, value in times.items()}
         print(f"| {name} | {ms['dense']:.3f} | {ms['per_example']:.3f} | {ms['unified']:.3f} | "
               f"{times['dense'] / times['per_example']:.2f} | "
-              f"{times['dense'] / times['unified']:.2f} |")
+              f"{times['dense'] / times['unified']:.2f} | {steps} |")
         sys.stdout.flush()
 
 
@@ -316,6 +339,9 @@ def main(args):
               f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}; median of {args.repeats} after {args.warmup} warm-up")
+    if args.steps_only:
+        bench_steps(device, args.repeats, args.warmup, args.step_seconds)
+        return
     print("| layer | shape | batch | k | dense ms | per-example ms | unified ms | "
           "per-example x | unified x |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -334,7 +360,7 @@ def main(args):
         print_row(name, f"{n_in}->{hidden} x2, {length} words", 1, k, times)
     if not args.quick:
         bench_overhead(device, args.repeats, args.warmup, CASES[2:4])
-        bench_steps(device, args.repeats, args.warmup)
+        bench_steps(device, args.repeats, args.warmup, args.step_seconds)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,19 @@ def test_bench_backprop_quick_prints_a_row_per_case(extra):
     assert f"persistent grad {'on' if extra else 'off'}" in result.stdout
 
 
+def test_bench_backprop_times_whole_steps_with_sparse_updates():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--steps-only", "--sparse-update", "--repeats", "1",
+         "--warmup", "0", "--step-seconds", "0.01", "--threads", "1"],
+        capture_output=True, text=True, timeout=300, check=True)
+    assert "sparse update on" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| MNIST", "| parser"))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert all(float(value) > 0 for value in cells[1:])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("extra", [[], ["--persistent-grad"]])
 def test_bench_backprop_times_cuda_graphs(extra):
