@@ -226,34 +226,32 @@ def test_shipped_default_model_tags_ewt_dev(data_dir):
                for u, x in zip(s.upos, s.xpos, strict=True))
 
 
+def train_with_flags(tmp_path, flag_sets, *options):
+    """The state dicts of taggers trained by the CLI on one small treebank, one per flag set."""
+    treebank = write_treebank(tmp_path / "t.conllu", repeat=2)
+    states = []
+    for index, flags in enumerate(flag_sets):
+        out = tmp_path / f"m{index}.pt"
+        result = CliRunner().invoke(main, ["train", "--train", str(treebank), "--dev",
+                                           str(treebank), "--hidden", "8", "--epochs", "2",
+                                           "--out", str(out), "--quiet", "--device", "cpu",
+                                           *options, *flags])
+        assert result.exit_code == 0, result.output
+        states.append(load_model(out)[0].state_dict())
+    return states
+
+
 def test_cli_sparse_update_with_adagrad_trains_the_same_model(tmp_path):
     """--sparse-update skips the rows meProp did not touch; for AdaGrad that changes nothing
     (up to rounding), in the BiLSTM's gate rows and the output layer alike."""
-    treebank = write_treebank(tmp_path / "t.conllu", repeat=2)
-    states = []
-    for flag in ([], ["--sparse-update"]):
-        out = tmp_path / f"m{len(flag)}.pt"
-        result = CliRunner().invoke(main, ["train", "--train", str(treebank), "--dev",
-                                           str(treebank), "--hidden", "8", "--k", "2",
-                                           "--epochs", "2", "--optimizer", "adagrad", "--out",
-                                           str(out), "--quiet", "--device", "cpu", *flag])
-        assert result.exit_code == 0, result.output
-        states.append(load_model(out)[0].state_dict())
+    states = train_with_flags(tmp_path, [[], ["--sparse-update"]], "--k", "2", "--optimizer",
+                              "adagrad")
     for name, value in states[0].items():
         torch.testing.assert_close(states[1][name], value, atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_cli_persistent_grad_trains_the_same_model(tmp_path):
     """--persistent-grad changes how gradients are stored, not what they are."""
-    treebank = write_treebank(tmp_path / "t.conllu", repeat=2)
-    states = []
-    for flag in ([], ["--persistent-grad"]):
-        out = tmp_path / f"m{len(flag)}.pt"
-        result = CliRunner().invoke(main, ["train", "--train", str(treebank), "--dev",
-                                           str(treebank), "--hidden", "8", "--epochs", "2",
-                                           "--out", str(out), "--quiet", "--device", "cpu",
-                                           *flag])
-        assert result.exit_code == 0, result.output
-        states.append(load_model(out)[0].state_dict())
+    states = train_with_flags(tmp_path, [[], ["--persistent-grad"]])
     for name, value in states[0].items():
         assert torch.equal(value, states[1][name]), name
