@@ -40,6 +40,10 @@ def linear_grads(x, weight, bias, grad, k, mode, compiled):
 @pytest.mark.parametrize("batch, n_in, n_out, k", [
     (1, 7, 5, 1), (13, 37, 41, 7), (13, 37, 41, 41), (9, 300, 64, 3),
     (2500, 40, 30, 4),  # more rows than one block of the grouped weight gradient
+    # unified's products: whole 4-vector tiles, a single vector, a scalar tail; row blocks of
+    # 6 and 64 with remainders; k not a multiple of the 5 columns taken at once
+    (131, 85, 50, 7), (67, 149, 20, 20),
+    (1100, 2048, 24, 19),  # an input gradient over 8 MB: written with streaming stores
 ])
 def test_linear_kernels_match_reference(dtype, mode, batch, n_in, n_out, k):
     generator = torch.Generator().manual_seed(batch + n_in)
@@ -55,6 +59,33 @@ def test_linear_kernels_match_reference(dtype, mode, batch, n_in, n_out, k):
     if k < n_out:  # and it is sparse: rows nobody kept stay zero
         untouched = (compiled[1] == 0).all(dim=1).sum().item()
         assert untouched >= n_out - (k if mode == "unified" else batch * k)
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+def test_large_input_gradients_reuse_memory_but_never_alias(mode):
+    """Input gradients of 4 MB and more come from the kernels' block cache: a gradient still
+    held is never handed out again, a freed one is, and the tensors behave as ordinary ones."""
+    layer = meprop.Linear(1024, 32, k=4, mode=mode)
+    x = torch.randn(1100, 1024, requires_grad=True)  # a 4.5 MB input gradient
+    grad = torch.randn(1100, 32)
+    layer(x).backward(grad)
+    first = x.grad
+    expected = first.clone()
+    x.grad = None
+    layer(x).backward(grad * 2)  # the first gradient is still held: new memory
+    second = x.grad
+    assert second.data_ptr() != first.data_ptr()
+    torch.testing.assert_close(first, expected, atol=0, rtol=0)
+    torch.testing.assert_close(second, expected * 2)
+    address = second.data_ptr()
+    x.grad = None
+    del second
+    layer(x).backward(grad)  # freed: its memory serves the next gradient of that size
+    assert x.grad.data_ptr() == address
+    torch.testing.assert_close(x.grad, expected)
+    x.grad.resize_(2200, 1024)  # an ordinary, resizable tensor
+    assert x.grad.shape == (2200, 1024)
 
 
 @needs_kernels

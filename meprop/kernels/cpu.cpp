@@ -13,13 +13,19 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <c10/core/impl/alloc_cpu.h>
 #include <torch/csrc/autograd/graph_task.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -167,21 +173,40 @@ void select_rows(const T* grad, int64_t rows, int64_t groups, int64_t width, int
   });
 }
 
-// The k columns (per group) of largest summed magnitude over rows: columns [groups * k].
+// The k columns (per group) of largest summed magnitude over rows: columns [groups * k]. Where
+// ``column_sums`` is given it receives the plain column sums (the bias gradient) from the same
+// pass. Summed in double — exact enough for ranking, no overflow for any float input — per
+// chunk of rows, and the chunks added in order, so the result does not depend on the threads.
 template <typename T>
 void select_shared(const T* grad, int64_t rows, int64_t groups, int64_t width, int64_t k,
-                   int64_t* columns) {
+                   int64_t* columns, T* column_sums = nullptr) {
   const int64_t cols = groups * width;
-  // Summed in double: exact enough for ranking and no overflow for any float input.
-  std::vector<double> sums(cols, 0.0);
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* row = grad + r * cols;
-    for (int64_t c = 0; c < cols; ++c) sums[c] += std::abs(static_cast<double>(row[c]));
-  }
+  constexpr int64_t kChunk = 512;
+  const int64_t chunks = std::max<int64_t>(1, (rows + kChunk - 1) / kChunk);
+  const int64_t parts = column_sums != nullptr ? 2 : 1;
+  std::vector<double> partial(chunks * parts * cols, 0.0);
+  const int64_t grain = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(kChunk * cols, 1));
+  at::parallel_for(0, chunks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      double* magnitudes = partial.data() + chunk * parts * cols;
+      double* plain = magnitudes + cols;
+      const int64_t r1 = std::min(rows, (chunk + 1) * kChunk);
+      for (int64_t r = chunk * kChunk; r < r1; ++r) {
+        const T* row = grad + r * cols;
+        for (int64_t c = 0; c < cols; ++c) magnitudes[c] += std::abs(static_cast<double>(row[c]));
+        if (parts == 2)
+          for (int64_t c = 0; c < cols; ++c) plain[c] += static_cast<double>(row[c]);
+      }
+    }
+  });
+  for (int64_t chunk = 1; chunk < chunks; ++chunk)
+    for (int64_t c = 0; c < parts * cols; ++c) partial[c] += partial[chunk * parts * cols + c];
+  if (column_sums != nullptr)
+    for (int64_t c = 0; c < cols; ++c) column_sums[c] = static_cast<T>(partial[cols + c]);
   Scratch<double> scratch(width);
   for (int64_t g = 0; g < groups; ++g) {
     int64_t* pos = columns + g * k;
-    topk_positions(sums.data() + g * width, width, k, scratch.key.data(), pos, scratch);
+    topk_positions(partial.data() + g * width, width, k, scratch.key.data(), pos, scratch);
     for (int64_t j = 0; j < k; ++j) pos[j] += g * width;
   }
 }
@@ -358,6 +383,283 @@ void check_input(const at::Tensor& tensor, const char* name) {
   TORCH_CHECK(tensor.is_contiguous(), name, " must be contiguous");
 }
 
+// ---- unified: products with the k kept columns ------------------------------------------------
+//
+// With one k-set for the batch the products are dense but skinny — [rows, k] x [k, dim] and
+// [k, rows] x [rows, dim] with k ~ 20 — a shape on which MKL runs at half its peak here. These
+// register-tiled loops run near it: 64-byte vectors (one AVX-512 register; GCC splits them
+// where the CPU has narrower ones), a tile of outputs accumulated in registers over all k.
+
+template <typename T>
+struct WideVector {
+  typedef T type __attribute__((vector_size(64)));
+  static constexpr int64_t lanes = 64 / sizeof(T);
+};
+template <typename T>
+using Wide = typename WideVector<T>::type;
+
+template <typename T>
+inline Wide<T> load_wide(const T* source) {
+  Wide<T> value;
+  std::memcpy(&value, source, sizeof(value));
+  return value;
+}
+
+// Stream: a non-temporal store, for outputs far larger than the caches — no read of the line
+// before it is overwritten, no eviction of the operands. Needs a 64-byte aligned target.
+template <typename T, bool Stream>
+inline void store_wide(T* target, Wide<T> value) {
+#if defined(__AVX512F__)
+  if constexpr (Stream) {
+    if constexpr (sizeof(T) == 4)
+      _mm512_stream_ps(reinterpret_cast<float*>(target), reinterpret_cast<__m512&>(value));
+    else
+      _mm512_stream_pd(reinterpret_cast<double*>(target), reinterpret_cast<__m512d&>(value));
+    return;
+  }
+#endif
+  std::memcpy(target, &value, sizeof(value));
+}
+
+// out[r][c0 .. c0 + V lanes) = sum_j kept[r][j] * table[j][..], for R rows at once.
+template <typename T, int R, int V, bool Stream>
+inline void kept_product_tile(const T* kept, int64_t stride, int64_t k, const T* table,
+                              int64_t dim, int64_t c0, T* out) {
+  constexpr int64_t L = WideVector<T>::lanes;
+  Wide<T> acc[R][V] = {};
+  for (int64_t j = 0; j < k; ++j) {
+    Wide<T> row[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) row[v] = load_wide(table + j * dim + c0 + v * L);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const Wide<T> weight = Wide<T>{} + kept[r * stride + j];
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[r][v] += weight * row[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) store_wide<T, Stream>(out + r * dim + c0 + v * L, acc[r][v]);
+}
+
+template <typename T, int R, bool Stream>
+void kept_product_rows(const T* kept, int64_t stride, int64_t k, const T* table, int64_t dim,
+                       T* out) {
+  constexpr int64_t L = WideVector<T>::lanes;
+  int64_t c = 0;
+  for (; c + 4 * L <= dim; c += 4 * L)
+    kept_product_tile<T, R, 4, Stream>(kept, stride, k, table, dim, c, out);
+  for (; c + L <= dim; c += L)
+    kept_product_tile<T, R, 1, Stream>(kept, stride, k, table, dim, c, out);
+  for (; c < dim; ++c) {
+    for (int r = 0; r < R; ++r) {
+      T sum = 0;
+      for (int64_t j = 0; j < k; ++j) sum += kept[r * stride + j] * table[j * dim + c];
+      out[r * dim + c] = sum;
+    }
+  }
+}
+
+template <typename T, bool Stream>
+void kept_product_blocks(const T* kept, int64_t rows, int64_t stride, int64_t k, const T* table,
+                         int64_t dim, T* out) {
+  constexpr int64_t R = 6;  // 6 rows x 4 vectors: 24 accumulators of the 32 registers
+  const int64_t blocks = (rows + R - 1) / R;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(R * k * dim, 1));
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const T* source = kept + b * R * stride;
+      T* target = out + b * R * dim;
+      switch (std::min(R, rows - b * R)) {
+        case 6: kept_product_rows<T, 6, Stream>(source, stride, k, table, dim, target); break;
+        case 5: kept_product_rows<T, 5, Stream>(source, stride, k, table, dim, target); break;
+        case 4: kept_product_rows<T, 4, Stream>(source, stride, k, table, dim, target); break;
+        case 3: kept_product_rows<T, 3, Stream>(source, stride, k, table, dim, target); break;
+        case 2: kept_product_rows<T, 2, Stream>(source, stride, k, table, dim, target); break;
+        default: kept_product_rows<T, 1, Stream>(source, stride, k, table, dim, target); break;
+      }
+    }
+  });
+#if defined(__AVX512F__)
+  if constexpr (Stream) _mm_sfence();  // streamed stores are weakly ordered
+#endif
+}
+
+// out [rows, dim] = kept [rows, k] (rows ``stride`` apart) x table [k, dim].
+template <typename T>
+void kept_product(const T* kept, int64_t rows, int64_t stride, int64_t k, const T* table,
+                  int64_t dim, T* out) {
+  const bool aligned = reinterpret_cast<uintptr_t>(out) % 64 == 0 && dim * sizeof(T) % 64 == 0;
+  if (aligned && rows * dim * static_cast<int64_t>(sizeof(T)) >= (int64_t{8} << 20))
+    kept_product_blocks<T, true>(kept, rows, stride, k, table, dim, out);
+  else
+    kept_product_blocks<T, false>(kept, rows, stride, k, table, dim, out);
+}
+
+// kJ kept columns x V vectors of accumulators: out rows j0 .. j0+kJ, columns c0 .. += the
+// rows [b0, b1) of kept^T x inputs. ``ahead``: rows of ``inputs`` this far on are prefetched
+// into L2 — the tile reads each of its rows in a short piece, too scattered for the hardware
+// prefetcher, and without it the loop waits on memory.
+constexpr int kJ = 5;
+
+template <typename T, int V>
+inline void transposed_tile(const T* kept, int64_t kp, int64_t j0, const T* inputs, int64_t dim,
+                            int64_t b0, int64_t b1, int64_t c0, int64_t ahead, int64_t rows,
+                            T* out) {
+  constexpr int64_t L = WideVector<T>::lanes;
+  Wide<T> acc[kJ][V];
+#pragma GCC unroll 8
+  for (int j = 0; j < kJ; ++j)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[j][v] = load_wide(out + (j0 + j) * dim + c0 + v * L);
+  for (int64_t b = b0; b < b1; ++b) {
+    Wide<T> input[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) input[v] = load_wide(inputs + b * dim + c0 + v * L);
+    if (ahead > 0 && b + ahead < rows) {
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) __builtin_prefetch(inputs + (b + ahead) * dim + c0 + v * L, 0, 1);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < kJ; ++j) {
+      const Wide<T> weight = Wide<T>{} + kept[b * kp + j0 + j];
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[j][v] += weight * input[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < kJ; ++j)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) store_wide<T, false>(out + (j0 + j) * dim + c0 + v * L, acc[j][v]);
+}
+
+// out [kp, dim] = kept^T x inputs, kept [rows, kp] with kp a multiple of kJ. Threads own column
+// tiles (no reduction across threads); rows go in blocks of 64 whose tile stays in L1 while
+// every kJ-block of kept columns reads it.
+template <typename T>
+void transposed_product(const T* kept, int64_t rows, int64_t kp, const T* inputs, int64_t dim,
+                        T* out) {
+  constexpr int64_t L = WideVector<T>::lanes, V = 4, kRows = 64;
+  std::fill(out, out + kp * dim, T(0));
+  const int64_t tiles = dim / (V * L);
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(rows * kp * V * L, 1));
+  at::parallel_for(0, tiles + 1, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
+      const int64_t b1 = std::min(rows, b0 + kRows);
+      for (int64_t tile = begin; tile < end; ++tile) {
+        if (tile < tiles) {
+          for (int64_t j0 = 0; j0 < kp; j0 += kJ)
+            transposed_tile<T, V>(kept, kp, j0, inputs, dim, b0, b1, tile * V * L,
+                                  j0 == 0 ? kRows : 0, rows, out);
+          continue;
+        }
+        int64_t c = tiles * V * L;  // the last, partial tile
+        for (; c + L <= dim; c += L)
+          for (int64_t j0 = 0; j0 < kp; j0 += kJ)
+            transposed_tile<T, 1>(kept, kp, j0, inputs, dim, b0, b1, c, 0, rows, out);
+        for (; c < dim; ++c) {
+          for (int64_t j = 0; j < kp; ++j) {
+            T sum = out[j * dim + c];
+            for (int64_t b = b0; b < b1; ++b) sum += kept[b * kp + j] * inputs[b * dim + c];
+            out[j * dim + c] = sum;
+          }
+        }
+      }
+    }
+  });
+}
+
+// kept [rows, kp]: the columns ``columns`` [k] of grad [rows, n], then kp - k zero columns.
+template <typename T>
+void gather_columns(const T* grad, int64_t rows, int64_t n, const int64_t* columns, int64_t k,
+                    int64_t kp, T* kept) {
+  at::parallel_for(0, rows, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t j = 0; j < k; ++j) kept[r * kp + j] = grad[r * n + columns[j]];
+      for (int64_t j = k; j < kp; ++j) kept[r * kp + j] = T(0);
+    }
+  });
+}
+
+// ---- memory for large gradients --------------------------------------------------------------
+//
+// PyTorch's CPU allocator returns a large block to the OS when it is freed and takes fresh pages
+// for the next: at the parser's shape the 96 MB input gradient costs ~5 ms of page faults (the
+// kernel zero-fills every page), as much as computing it. The input gradients of the layers
+// here come from this cache instead: a freed block waits for the next allocation of its size.
+// The tensors are ordinary (resizable, freed by their last reference); only the memory is
+// kept, up to kCacheBytes of idle blocks.
+class BlockCache final : public c10::Allocator {
+ public:
+  static constexpr size_t kMinBytes = size_t{4} << 20, kCacheBytes = size_t{1} << 30;
+
+  c10::DataPtr allocate(size_t bytes) override {
+    void* data = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto block = idle_.begin(); block != idle_.end(); ++block) {
+        if (block->second == bytes) {
+          data = block->first;
+          idle_bytes_ -= bytes;
+          idle_.erase(block);
+          break;
+        }
+      }
+    }
+    if (data == nullptr) data = c10::alloc_cpu(bytes);
+    return {data, new Block{this, data, bytes}, &release, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  void copy_data(void* target, const void* source, size_t bytes) const override {
+    std::memcpy(target, source, bytes);
+  }
+
+ private:
+  struct Block {
+    BlockCache* cache;
+    void* data;
+    size_t bytes;
+  };
+
+  static void release(void* context) {
+    auto* block = static_cast<Block*>(context);
+    block->cache->keep(block->data, block->bytes);
+    delete block;
+  }
+
+  void keep(void* data, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    while (!idle_.empty() && idle_bytes_ + bytes > kCacheBytes) {  // the oldest go first
+      c10::free_cpu(idle_.front().first);
+      idle_bytes_ -= idle_.front().second;
+      idle_.erase(idle_.begin());
+    }
+    if (bytes > kCacheBytes) {
+      c10::free_cpu(data);
+      return;
+    }
+    idle_.emplace_back(data, bytes);
+    idle_bytes_ += bytes;
+  }
+
+  std::mutex mutex_;
+  std::vector<std::pair<void*, size_t>> idle_;
+  size_t idle_bytes_ = 0;
+};
+
+// at::empty, from the cache when the tensor is large.
+at::Tensor gradient_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  static auto* cache = new BlockCache();  // never destroyed: tensors may outlive static exit
+  int64_t numel = 1;
+  for (const int64_t size : sizes) numel *= size;
+  const size_t bytes = static_cast<size_t>(numel) * options.dtype().itemsize();
+  if (bytes < BlockCache::kMinBytes) return at::empty(sizes, options);
+  c10::Storage storage(c10::Storage::use_byte_size_t(), bytes, cache, /*resizable=*/true);
+  return at::empty({0}, options).set_(storage, 0, sizes);
+}
+
 // ---- linear ----------------------------------------------------------------------------------
 
 // A persistent weight gradient: ``tensor`` [out, in] is written in place, and ``nonzero``
@@ -405,12 +707,13 @@ std::tuple<at::Tensor, at::Tensor, int64_t> linear_backward_per_example(
     select_rows(grad_output.data_ptr<scalar_t>(), batch, 1, out, k,
                 columns.data_ptr<int64_t>(), values.data_ptr<scalar_t>());
     if (need_input) {
-      grad_input = at::empty({batch, in}, grad_output.options());
+      grad_input = gradient_empty({batch, in}, grad_output.options());
       gather_rows_sum(columns.data_ptr<int64_t>(), values.data_ptr<scalar_t>(), batch, k,
                       weight.data_ptr<scalar_t>(), out, in, grad_input.data_ptr<scalar_t>());
     }
     if (need_weight) {
-      grad_weight = buffer.defined() ? buffer.tensor : at::empty({out, in}, grad_output.options());
+      grad_weight =
+          buffer.defined() ? buffer.tensor : gradient_empty({out, in}, grad_output.options());
       scatter_rows_sum(columns.data_ptr<int64_t>(), values.data_ptr<scalar_t>(), batch, k,
                        input.data_ptr<scalar_t>(), in, out, grad_weight.data_ptr<scalar_t>(),
                        buffer.rows());
@@ -420,43 +723,53 @@ std::tuple<at::Tensor, at::Tensor, int64_t> linear_backward_per_example(
   return {grad_input, grad_weight, touched};
 }
 
-// Unified meProp backward: one k-set for the batch; the products are small dense matmuls.
-std::tuple<at::Tensor, at::Tensor> linear_backward_unified(
+// Unified meProp backward: one k-set for the batch; the products are small dense ones (above).
+// Returns (grad_input, grad_weight, grad_bias), each empty unless asked for.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_unified(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, int64_t k,
-    bool need_input, bool need_weight, const GradBuffer& buffer = {}) {
+    bool need_input, bool need_weight, bool need_bias, const GradBuffer& buffer = {}) {
   check_input(grad_output, "grad_output");
-  const int64_t batch = grad_output.size(0), out = weight.size(0);
+  check_input(input, "input");
+  check_input(weight, "weight");
+  const int64_t batch = grad_output.size(0), out = weight.size(0), in = weight.size(1);
   TORCH_CHECK(k > 0 && k <= out, "k must be in [1, out_features]");
-  auto columns = at::empty({k}, grad_output.options().dtype(at::kLong));
+  const int64_t padded = (k + kJ - 1) / kJ * kJ;  // the weight product takes kJ columns at once
+  const auto options = grad_output.options();
+  auto columns = at::empty({k}, options.dtype(at::kLong));
+  auto kept = at::empty({batch, padded}, options);
+  at::Tensor grad_input, grad_weight, grad_bias;
+  if (need_bias) grad_bias = at::empty({out}, options);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "linear_backward_unified", [&] {
-    select_shared(grad_output.data_ptr<scalar_t>(), batch, 1, out, k,
-                  columns.data_ptr<int64_t>());
-  });
-  const auto kept = grad_output.index_select(1, columns);  // [batch, k]
-  at::Tensor grad_input, grad_weight;
-  if (need_input) grad_input = at::mm(kept, weight.index_select(0, columns));
-  if (need_weight && buffer.defined()) {
-    // Clear the rows written last time that are not written now, then copy in the k rows:
-    // plain loops, as a handful of indexing ops would cost more than the copies at small sizes.
-    const auto written = at::mm(kept.t(), input).contiguous();  // [k, in]
+    using T = scalar_t;
     const int64_t* cols = columns.data_ptr<int64_t>();
+    select_shared(grad_output.data_ptr<T>(), batch, 1, out, k, columns.data_ptr<int64_t>(),
+                  need_bias ? grad_bias.data_ptr<T>() : nullptr);
+    gather_columns(grad_output.data_ptr<T>(), batch, out, cols, k, padded, kept.data_ptr<T>());
+    if (need_input) {
+      const auto table = weight.index_select(0, columns);  // [k, in]
+      grad_input = gradient_empty({batch, in}, options);
+      kept_product(kept.data_ptr<T>(), batch, padded, k, table.data_ptr<T>(), in,
+                   grad_input.data_ptr<T>());
+    }
+    if (!need_weight) return;
+    auto written = at::empty({padded, in}, options);
+    transposed_product(kept.data_ptr<T>(), batch, padded, input.data_ptr<T>(), in,
+                       written.data_ptr<T>());
+    // Rows not selected now are cleared (with a persistent buffer: only those written last
+    // time), then the k rows copied in: plain loops, cheaper than indexing ops at small sizes.
     std::vector<char> selected(out, 0);
     for (int64_t j = 0; j < k; ++j) selected[cols[j]] = 1;
-    const int64_t row_bytes = weight.size(1) * static_cast<int64_t>(weight.element_size());
-    auto* target = static_cast<char*>(buffer.tensor.data_ptr());
-    const auto* source = static_cast<const char*>(written.data_ptr());
-    char* nonzero = buffer.rows();
+    grad_weight = buffer.defined() ? buffer.tensor : gradient_empty({out, in}, options);
+    T* target = grad_weight.data_ptr<T>();
+    const char* nonzero = buffer.defined() ? buffer.rows() : nullptr;
     for (int64_t r = 0; r < out; ++r)
-      if (nonzero[r] && !selected[r]) std::memset(target + r * row_bytes, 0, row_bytes);
+      if (!selected[r] && (nonzero == nullptr || nonzero[r]))
+        std::memset(target + r * in, 0, in * sizeof(T));
     for (int64_t j = 0; j < k; ++j)
-      std::memcpy(target + cols[j] * row_bytes, source + j * row_bytes, row_bytes);
-    std::memcpy(nonzero, selected.data(), out);
-    grad_weight = buffer.tensor;
-  } else if (need_weight) {
-    grad_weight = at::zeros_like(weight);
-    grad_weight.index_copy_(0, columns, at::mm(kept.t(), input));
-  }
-  return {grad_input, grad_weight};
+      std::memcpy(target + cols[j] * in, written.data_ptr<T>() + j * in, in * sizeof(T));
+    if (buffer.defined()) std::memcpy(buffer.rows(), selected.data(), out);
+  });
+  return {grad_input, grad_weight, grad_bias};
 }
 
 // The whole meProp linear as one C++ autograd Function: the forward is at::linear, the backward
@@ -518,9 +831,9 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
     }
     at::Tensor grad_input, grad_weight, grad_bias;
     if (unified) {
-      std::tie(grad_input, grad_weight) = linear_backward_unified(
+      std::tie(grad_input, grad_weight, grad_bias) = linear_backward_unified(
           grad_output, input.contiguous(), weight.contiguous(), k, need_input, need_weight,
-          buffer);
+          need_bias, buffer);
       touched.fill_(std::min(k, weight.size(0)));
     } else {
       int64_t rows = 0;
@@ -533,7 +846,7 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
       weight.mutable_grad() = buffer.tensor;
       grad_weight = at::Tensor();  // already in place: nothing for AccumulateGrad to add
     }
-    if (need_bias) grad_bias = grad_output.sum(0);
+    if (need_bias && !unified) grad_bias = grad_output.sum(0);
     return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor()};
   }
