@@ -59,6 +59,38 @@ inline Vec<T> magnitude(Vec<T> value) {
   return value < Vec<T>{} ? -value : value;
 }
 
+// 64-byte vectors: one AVX-512 register (GCC splits them where the CPU has narrower ones).
+template <typename T>
+struct WideVector {
+  typedef T type __attribute__((vector_size(64)));
+  static constexpr int64_t lanes = 64 / sizeof(T);
+};
+template <typename T>
+using Wide = typename WideVector<T>::type;
+
+template <typename T>
+inline Wide<T> load_wide(const T* source) {
+  Wide<T> value;
+  std::memcpy(&value, source, sizeof(value));
+  return value;
+}
+
+// Stream: a non-temporal store, for outputs far larger than the caches — no read of the line
+// before it is overwritten, no eviction of the operands. Needs a 64-byte aligned target.
+template <typename T, bool Stream>
+inline void store_wide(T* target, Wide<T> value) {
+#if defined(__AVX512F__)
+  if constexpr (Stream) {
+    if constexpr (sizeof(T) == 4)
+      _mm512_stream_ps(reinterpret_cast<float*>(target), reinterpret_cast<__m512&>(value));
+    else
+      _mm512_stream_pd(reinterpret_cast<double*>(target), reinterpret_cast<__m512d&>(value));
+    return;
+  }
+#endif
+  std::memcpy(target, &value, sizeof(value));
+}
+
 // Per-thread work space of the selection.
 template <typename T>
 struct Scratch {
@@ -213,25 +245,25 @@ void select_shared(const T* grad, int64_t rows, int64_t groups, int64_t width, i
 
 // ---- sparse products -------------------------------------------------------------------------
 
-// Register tiles: kTile(T) consecutive columns (256 bytes, 8 AVX registers) are accumulated in
+// Register tiles: kTile(T) consecutive columns (512 bytes, 8 AVX-512 registers) are accumulated in
 // registers over all the entries that write them before one store.
 template <typename T>
-constexpr int64_t kTile = 256 / sizeof(T);
+constexpr int64_t kTile = 512 / sizeof(T);
 
 // target[0..W) = sum_e weight[e] * source_e[0..W), the sources given by row pointers.
-template <typename T, int64_t W>
+template <typename T, int64_t W, bool Stream = false>
 inline void weighted_sum_tile(const T* const* sources, const T* weights, int64_t count,
                               int64_t offset, T* target) {
-  constexpr int64_t L = Vector<T>::lanes, V = W / L;
-  Vec<T> acc[V] = {};
+  constexpr int64_t L = WideVector<T>::lanes, V = W / L;
+  Wide<T> acc[V] = {};
   for (int64_t e = 0; e < count; ++e) {
-    const Vec<T> weight = Vec<T>{} + weights[e];
+    const Wide<T> weight = Wide<T>{} + weights[e];
     const T* source = sources[e] + offset;
-#pragma GCC unroll 8
-    for (int64_t v = 0; v < V; ++v) acc[v] += weight * load(source + v * L);
+#pragma GCC unroll 16
+    for (int64_t v = 0; v < V; ++v) acc[v] += weight * load_wide(source + v * L);
   }
-#pragma GCC unroll 8
-  for (int64_t v = 0; v < V; ++v) store(target + v * L, acc[v]);
+#pragma GCC unroll 16
+  for (int64_t v = 0; v < V; ++v) store_wide<T, Stream>(target + v * L, acc[v]);
 }
 
 template <typename T>
@@ -246,13 +278,13 @@ inline void weighted_sum_rest(const T* const* sources, const T* weights, int64_t
 }
 
 // target[0 .. width) = sum_e weights[e] * sources[e][offset .. offset + width).
-template <typename T>
+template <typename T, bool Stream = false>
 inline void weighted_sum(const T* const* sources, const T* weights, int64_t count,
                          int64_t offset, int64_t width, T* target) {
   constexpr int64_t W = kTile<T>;
   int64_t c = 0;
   for (; c + W <= width; c += W)
-    weighted_sum_tile<T, W>(sources, weights, count, offset + c, target + c);
+    weighted_sum_tile<T, W, Stream>(sources, weights, count, offset + c, target + c);
   if (c < width) weighted_sum_rest(sources, weights, count, offset + c, width - c, target + c);
 }
 
@@ -266,9 +298,9 @@ int64_t column_block(int64_t n, int64_t dim) {
 }
 
 // out[r] = sum_j values[r, j] * table[columns[r, j]]   (out: [rows, dim], table: [n, dim])
-template <typename T>
-void gather_rows_sum(const int64_t* columns, const T* values, int64_t rows, int64_t kept,
-                     const T* table, int64_t n, int64_t dim, T* out) {
+template <typename T, bool Stream>
+void gather_rows_sum_blocks(const int64_t* columns, const T* values, int64_t rows, int64_t kept,
+                            const T* table, int64_t n, int64_t dim, T* out) {
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(kept * dim, 1));
   const int64_t block = column_block<T>(n, dim);
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
@@ -277,10 +309,26 @@ void gather_rows_sum(const int64_t* columns, const T* values, int64_t rows, int6
       const int64_t width = std::min(dim, c0 + block) - c0;
       for (int64_t r = begin; r < end; ++r) {
         for (int64_t j = 0; j < kept; ++j) sources[j] = table + columns[r * kept + j] * dim;
-        weighted_sum(sources.data(), values + r * kept, kept, c0, width, out + r * dim + c0);
+        weighted_sum<T, Stream>(sources.data(), values + r * kept, kept, c0, width,
+                                out + r * dim + c0);
       }
     }
   });
+#if defined(__AVX512F__)
+  if constexpr (Stream) _mm_sfence();
+#endif
+}
+
+// Outputs far larger than the caches are streamed (see store_wide): their lines would
+// otherwise be read first and evict the block of the table the rows are summed from.
+template <typename T>
+void gather_rows_sum(const int64_t* columns, const T* values, int64_t rows, int64_t kept,
+                     const T* table, int64_t n, int64_t dim, T* out) {
+  const bool aligned = reinterpret_cast<uintptr_t>(out) % 64 == 0 && dim * sizeof(T) % 64 == 0;
+  if (aligned && rows * dim * static_cast<int64_t>(sizeof(T)) >= (int64_t{8} << 20))
+    gather_rows_sum_blocks<T, true>(columns, values, rows, kept, table, n, dim, out);
+  else
+    gather_rows_sum_blocks<T, false>(columns, values, rows, kept, table, n, dim, out);
 }
 
 // grad[n, dim] = sum over kept entries (r, j) of values[r, j] * inputs[r] into row
@@ -336,7 +384,9 @@ void scatter_rows_sum(const int64_t* columns, const T* values, int64_t rows, int
     });
     return;
   }
-  constexpr int64_t W = kTile<T>;
+  // 256-byte column tiles: a block's rows of one tile (256 KB) and the next pass's rows, being
+  // prefetched, stay in L2 beside the tile of the gradient.
+  constexpr int64_t W = 256 / sizeof(T), kLines = 256 / 64;
   const int64_t tiles = (dim + W - 1) / W;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<char> written(n);
@@ -347,19 +397,35 @@ void scatter_rows_sum(const int64_t* columns, const T* values, int64_t rows, int
       for (int64_t b = 0; b < blocks; ++b) {
         const int64_t* count = start.data() + b * (n + 1);
         const int64_t base = b * kRowBlock * kept;
+        // The input rows of the next pass (the next block, or the next tile's first), read
+        // in short pieces far apart: the hardware prefetcher misses them, so a few are
+        // prefetched into L2 before each target row here.
+        const bool last = b + 1 == blocks;
+        const int64_t next_c0 = last ? c0 + W : c0;
+        int64_t cursor = last ? 0 : (b + 1) * kRowBlock;
+        const int64_t stop = (last && tile + 1 == end) || next_c0 >= dim
+                                 ? cursor
+                                 : std::min(rows, cursor + kRowBlock);
+        const int64_t here = std::max<int64_t>(1, target_offsets[b + 1] - target_offsets[b]);
+        const int64_t ahead = (stop - cursor + here - 1) / here;
         for (int64_t i = target_offsets[b]; i < target_offsets[b + 1]; ++i) {
+          for (int64_t q = 0; q < ahead && cursor < stop; ++q, ++cursor) {
+            const char* piece = reinterpret_cast<const char*>(inputs + cursor * dim + next_c0);
+            for (int64_t line = 0; line < kLines; ++line) __builtin_prefetch(piece + line * 64, 0, 1);
+          }
           const int64_t t = targets[i];
           const int64_t first = base + count[t], entries = count[t + 1] - count[t];
           const T* const* sources = order_sources.data() + first;
           const T* weights = order_values.data() + first;
           T* row = grad + t * dim + c0;
-          if (!written[t]) {  // the first block that keeps row t writes its tile
-            weighted_sum(sources, weights, entries, c0, width, row);
-            written[t] = 1;
-          } else {
-            weighted_sum(sources, weights, entries, c0, width, partial.data());
+          T* into = written[t] ? partial.data() : row;  // the first block writes the tile
+          if (width == W)
+            weighted_sum_tile<T, W>(sources, weights, entries, c0, into);
+          else
+            weighted_sum_rest(sources, weights, entries, c0, width, into);
+          if (written[t])
             for (int64_t c = 0; c < width; ++c) row[c] += partial[c];
-          }
+          written[t] = 1;
         }
       }
     }
@@ -387,39 +453,7 @@ void check_input(const at::Tensor& tensor, const char* name) {
 //
 // With one k-set for the batch the products are dense but skinny — [rows, k] x [k, dim] and
 // [k, rows] x [rows, dim] with k ~ 20 — a shape on which MKL runs at half its peak here. These
-// register-tiled loops run near it: 64-byte vectors (one AVX-512 register; GCC splits them
-// where the CPU has narrower ones), a tile of outputs accumulated in registers over all k.
-
-template <typename T>
-struct WideVector {
-  typedef T type __attribute__((vector_size(64)));
-  static constexpr int64_t lanes = 64 / sizeof(T);
-};
-template <typename T>
-using Wide = typename WideVector<T>::type;
-
-template <typename T>
-inline Wide<T> load_wide(const T* source) {
-  Wide<T> value;
-  std::memcpy(&value, source, sizeof(value));
-  return value;
-}
-
-// Stream: a non-temporal store, for outputs far larger than the caches — no read of the line
-// before it is overwritten, no eviction of the operands. Needs a 64-byte aligned target.
-template <typename T, bool Stream>
-inline void store_wide(T* target, Wide<T> value) {
-#if defined(__AVX512F__)
-  if constexpr (Stream) {
-    if constexpr (sizeof(T) == 4)
-      _mm512_stream_ps(reinterpret_cast<float*>(target), reinterpret_cast<__m512&>(value));
-    else
-      _mm512_stream_pd(reinterpret_cast<double*>(target), reinterpret_cast<__m512d&>(value));
-    return;
-  }
-#endif
-  std::memcpy(target, &value, sizeof(value));
-}
+// register-tiled loops run near it: a tile of outputs accumulated in registers over all k.
 
 // out[r][c0 .. c0 + V lanes) = sum_j kept[r][j] * table[j][..], for R rows at once.
 template <typename T, int R, int V, bool Stream>
