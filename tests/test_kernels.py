@@ -64,7 +64,7 @@ def test_linear_kernels_match_reference(dtype, mode, batch, n_in, n_out, k):
 @needs_kernels
 @pytest.mark.parametrize("mode", ["per_example", "unified"])
 def test_large_input_gradients_reuse_memory_but_never_alias(mode):
-    """Input gradients of 4 MB and more come from the kernels' block cache: a gradient still
+    """Gradients of 1 MB and more come from the kernels' block cache: a gradient still
     held is never handed out again, a freed one is, and the tensors behave as ordinary ones."""
     layer = meprop.Linear(1024, 32, k=4, mode=mode)
     x = torch.randn(1100, 1024, requires_grad=True)  # a 4.5 MB input gradient

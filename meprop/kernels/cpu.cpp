@@ -245,6 +245,10 @@ void select_shared(const T* grad, int64_t rows, int64_t groups, int64_t width, i
 
 // ---- sparse products -------------------------------------------------------------------------
 
+// Multiply-adds below which a product runs on the calling thread: handing work to OpenMP's
+// threads costs microseconds, more than a batch of 10 images' products take on one.
+constexpr int64_t kParallelWork = int64_t{1} << 20;
+
 // Register tiles: kTile(T) consecutive columns (512 bytes, 8 AVX-512 registers) are accumulated in
 // registers over all the entries that write them before one store.
 template <typename T>
@@ -285,6 +289,9 @@ inline void weighted_sum(const T* const* sources, const T* weights, int64_t coun
   int64_t c = 0;
   for (; c + W <= width; c += W)
     weighted_sum_tile<T, W, Stream>(sources, weights, count, offset + c, target + c);
+  constexpr int64_t L = WideVector<T>::lanes;  // what is left: single vectors, then scalars
+  for (; c + L <= width; c += L)
+    weighted_sum_tile<T, L>(sources, weights, count, offset + c, target + c);
   if (c < width) weighted_sum_rest(sources, weights, count, offset + c, width - c, target + c);
 }
 
@@ -301,7 +308,7 @@ int64_t column_block(int64_t n, int64_t dim) {
 template <typename T, bool Stream>
 void gather_rows_sum_blocks(const int64_t* columns, const T* values, int64_t rows, int64_t kept,
                             const T* table, int64_t n, int64_t dim, T* out) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(kept * dim, 1));
+  const int64_t grain = std::max<int64_t>(1, kParallelWork / std::max<int64_t>(kept * dim, 1));
   const int64_t block = column_block<T>(n, dim);
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<const T*> sources(kept);
@@ -374,7 +381,7 @@ void scatter_rows_sum(const int64_t* columns, const T* values, int64_t rows, int
   if (nonzero != nullptr) std::memcpy(nonzero, kept_row.data(), n);
   if (blocks == 1) {  // small batches: each kept row is one weighted sum of its input rows
     const int64_t* count = start.data();
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(dim * kept, 1));
+    const int64_t grain = std::max<int64_t>(1, kParallelWork / std::max<int64_t>(dim * kept, 1));
     at::parallel_for(0, target_offsets[1], grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t t = targets[i];
@@ -501,7 +508,7 @@ void kept_product_blocks(const T* kept, int64_t rows, int64_t stride, int64_t k,
                          int64_t dim, T* out) {
   constexpr int64_t R = 6;  // 6 rows x 4 vectors: 24 accumulators of the 32 registers
   const int64_t blocks = (rows + R - 1) / R;
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(R * k * dim, 1));
+  const int64_t grain = std::max<int64_t>(1, kParallelWork / std::max<int64_t>(R * k * dim, 1));
   at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const T* source = kept + b * R * stride;
@@ -578,7 +585,8 @@ void transposed_product(const T* kept, int64_t rows, int64_t kp, const T* inputs
   constexpr int64_t L = WideVector<T>::lanes, V = 4, kRows = 64;
   std::fill(out, out + kp * dim, T(0));
   const int64_t tiles = dim / (V * L);
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(rows * kp * V * L, 1));
+  const int64_t grain =
+      std::max<int64_t>(1, kParallelWork / std::max<int64_t>(rows * kp * V * L, 1));
   at::parallel_for(0, tiles + 1, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
       const int64_t b1 = std::min(rows, b0 + kRows);
@@ -621,13 +629,14 @@ void gather_columns(const T* grad, int64_t rows, int64_t n, const int64_t* colum
 //
 // PyTorch's CPU allocator returns a large block to the OS when it is freed and takes fresh pages
 // for the next: at the parser's shape the 96 MB input gradient costs ~5 ms of page faults (the
-// kernel zero-fills every page), as much as computing it. The input gradients of the layers
-// here come from this cache instead: a freed block waits for the next allocation of its size.
-// The tensors are ordinary (resizable, freed by their last reference); only the memory is
-// kept, up to kCacheBytes of idle blocks.
+// kernel zero-fills every page), as much as computing it; MNIST's 1.5 MB weight gradient
+// (without persistent gradients) ~40 us, a third of its whole backward. The gradients of 1 MB
+// and more that the layers here allocate come from this cache instead: a freed block waits
+// for the next allocation of its size. The tensors are ordinary (resizable, freed by their
+// last reference); only the memory is kept, up to kCacheBytes of idle blocks.
 class BlockCache final : public c10::Allocator {
  public:
-  static constexpr size_t kMinBytes = size_t{4} << 20, kCacheBytes = size_t{1} << 30;
+  static constexpr size_t kMinBytes = size_t{1} << 20, kCacheBytes = size_t{512} << 20;
 
   c10::DataPtr allocate(size_t bytes) override {
     void* data = nullptr;
