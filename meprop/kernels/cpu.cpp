@@ -31,48 +31,47 @@
 
 namespace {
 
-// 32-byte vectors of T (GCC/Clang vector extensions): 8 floats or 4 doubles, one AVX register
-// where the CPU has AVX, lowered to narrower instructions elsewhere. Explicit vectors keep the
-// accumulators of the tiles below in registers, which plain arrays did not.
-template <typename T>
-struct Vector {
-  typedef T type __attribute__((vector_size(32)));
-  static constexpr int64_t lanes = 32 / sizeof(T);
+// Vectors of T (GCC/Clang vector extensions), lowered to narrower instructions where the CPU
+// has narrower registers. Explicit vectors keep the accumulators of the tiles below in
+// registers, which plain arrays did not.
+template <typename T, int Bytes>
+struct VectorOf {
+  typedef T type __attribute__((vector_size(Bytes)));
+  static constexpr int64_t lanes = Bytes / sizeof(T);
 };
+
+// 32 bytes: 8 floats or 4 doubles, one AVX register (the selection's filter).
+template <typename T>
+using Vector = VectorOf<T, 32>;
 template <typename T>
 using Vec = typename Vector<T>::type;
 
+// 64 bytes: one AVX-512 register (the products).
 template <typename T>
-inline Vec<T> load(const T* source) {
-  Vec<T> value;
+using WideVector = VectorOf<T, 64>;
+template <typename T>
+using Wide = typename WideVector<T>::type;
+
+template <typename V, typename T>
+inline V load_vector(const T* source) {
+  V value;
   std::memcpy(&value, source, sizeof(value));
   return value;
 }
 
 template <typename T>
-inline void store(T* target, Vec<T> value) {
-  std::memcpy(target, &value, sizeof(value));
+inline Vec<T> load(const T* source) {
+  return load_vector<Vec<T>>(source);
+}
+
+template <typename T>
+inline Wide<T> load_wide(const T* source) {
+  return load_vector<Wide<T>>(source);
 }
 
 template <typename T>
 inline Vec<T> magnitude(Vec<T> value) {
   return value < Vec<T>{} ? -value : value;
-}
-
-// 64-byte vectors: one AVX-512 register (GCC splits them where the CPU has narrower ones).
-template <typename T>
-struct WideVector {
-  typedef T type __attribute__((vector_size(64)));
-  static constexpr int64_t lanes = 64 / sizeof(T);
-};
-template <typename T>
-using Wide = typename WideVector<T>::type;
-
-template <typename T>
-inline Wide<T> load_wide(const T* source) {
-  Wide<T> value;
-  std::memcpy(&value, source, sizeof(value));
-  return value;
 }
 
 // Stream: a non-temporal store, for outputs far larger than the caches — no read of the line
@@ -676,6 +675,7 @@ class BlockCache final : public c10::Allocator {
   }
 
   void keep(void* data, size_t bytes) {
+    if (data == nullptr) return;  // a zero-byte block (a tensor resized to nothing)
     std::lock_guard<std::mutex> lock(mutex_);
     while (!idle_.empty() && idle_bytes_ + bytes > kCacheBytes) {  // the oldest go first
       c10::free_cpu(idle_.front().first);
