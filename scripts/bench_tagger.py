@@ -7,7 +7,8 @@ Tagging: UD English EWT dev with the model, model loading and one warm-up pass e
 of the timed passes. Training: the same minibatches of EWT train (default settings of
 ``tag train``: hidden 500, batches of 8 sentences, Adam) through a fresh dense (k=0) and meProp
 (k=5) model; whole steps (forward, backward, optimizer) and the backward alone are timed after
-10 warm-up steps. Run it alone on the machine.
+10 warm-up steps. The two models take turns in 5 blocks of consecutive batches, so that the
+machine's slow spells hit both alike. Run it alone on the machine.
 """
 
 import argparse
@@ -35,6 +36,7 @@ from tagger.model import TaggerConfig, TaggerModel  # noqa: E402
 from tagger.predict import load_model, tag_sentences  # noqa: E402
 
 WARMUP_STEPS = 10
+ROUNDS = 5
 
 
 def tagging_speed(args):
@@ -54,10 +56,8 @@ def tagging_speed(args):
           f"{words / seconds:.0f} words/s")
 
 
-def training_speed(args, k):
-    sentences = [s for s in conll.read(split_path("ud-english-ewt", "train", args.data_dir))
-                 if len(s)]
-    vocabs = build_vocabs(sentences, ["upos", "xpos"])
+def make_trainer(args, vocabs, k):
+    """A fresh tagger (dense when ``k`` is None) and its optimizer, as ``tag train`` makes them."""
     torch.manual_seed(1)
     config = TaggerConfig(n_words=len(vocabs["words"]),
                           feature_sizes=[len(vocabs[n]) for n in FEATURE_NAMES],
@@ -66,26 +66,52 @@ def training_speed(args, k):
     meprop.use_persistent_grad(model, args.persistent_grad or args.sparse_update)
     buffers = touched_weights(model) if args.sparse_update and k else None
     optimizer = make_optimizer("adam", model.parameters(), 0.001, buffers=buffers)  # as tag train
+    return model, optimizer
+
+
+def train_step(model, optimizer, inputs, targets):
+    """Seconds of one whole step (forward, loss, backward, Adam) and of its backward alone."""
+    start = time.perf_counter()
+    logits, _ = model(inputs)
+    loss = sum(F.cross_entropy(logits[c], targets[c]) for c in model.config.columns)
+    optimizer.zero_grad(set_to_none=True)
+    backward_start = time.perf_counter()
+    loss.backward()
+    backward_end = time.perf_counter()
+    optimizer.step()
+    return time.perf_counter() - start, backward_end - backward_start
+
+
+def training_speed(args):
+    """{name: (step seconds, backward seconds, words)} for dense and meProp over the same
+    batches. The two take turns in ROUNDS blocks of consecutive batches, so that the
+    machine's slow spells hit both alike."""
+    sentences = [s for s in conll.read(split_path("ud-english-ewt", "train", args.data_dir))
+                 if len(s)]
+    vocabs = build_vocabs(sentences, ["upos", "xpos"])
     batches = bucket_batches([len(s) for s in sentences], args.batch_size, seed=1)
-    batches = batches[:WARMUP_STEPS + args.train_batches]
-    step_times, backward_times, words = [], [], 0
-    for step, batch in enumerate(batches):
+    encoded = []
+    for batch in batches[:WARMUP_STEPS + args.train_batches]:
         inputs = [encode_inputs(sentences[i], vocabs) for i in batch]
         targets = {c: pack_sequence([encode_targets(sentences[i], vocabs, c) for i in batch],
-                                    enforce_sorted=False).data for c in config.columns}
-        start = time.perf_counter()
-        logits, _ = model(inputs)
-        loss = sum(F.cross_entropy(logits[c], targets[c]) for c in config.columns)
-        optimizer.zero_grad(set_to_none=True)
-        backward_start = time.perf_counter()
-        loss.backward()
-        backward_end = time.perf_counter()
-        optimizer.step()
-        if step >= WARMUP_STEPS:
-            step_times.append(time.perf_counter() - start)
-            backward_times.append(backward_end - backward_start)
-            words += sum(len(x) for x in inputs)
-    return sum(step_times), sum(backward_times), words
+                                    enforce_sorted=False).data for c in ("upos", "xpos")}
+        encoded.append((inputs, targets, sum(len(x) for x in inputs)))
+    trainers = {"dense": make_trainer(args, vocabs, None),
+                "meProp k=5": make_trainer(args, vocabs, 5)}
+    for model, optimizer in trainers.values():
+        for inputs, targets, _ in encoded[:WARMUP_STEPS]:
+            train_step(model, optimizer, inputs, targets)
+    timed = encoded[WARMUP_STEPS:]
+    block = -(-len(timed) // ROUNDS)
+    totals = {name: [0.0, 0.0, 0] for name in trainers}
+    for start in range(0, len(timed), block):
+        for name, (model, optimizer) in trainers.items():
+            for inputs, targets, words in timed[start:start + block]:
+                step, backward = train_step(model, optimizer, inputs, targets)
+                totals[name][0] += step
+                totals[name][1] += backward
+                totals[name][2] += words
+    return {name: tuple(values) for name, values in totals.items()}
 
 
 def main():
@@ -108,10 +134,8 @@ def main():
           f"{os.cpu_count()} cores")
     if not args.skip_tagging:
         tagging_speed(args)
-    results = {}
-    for name, k in (("dense", None), ("meProp k=5", 5)):
-        results[name] = training_speed(args, k)
-        steps, backward, words = results[name]
+    results = training_speed(args)
+    for name, (steps, backward, words) in results.items():
         print(f"training {name}: {words} words in {args.train_batches} steps of "
               f"{args.batch_size} sentences: step {steps:.2f} s ({words / steps:.0f} words/s), "
               f"backward {backward:.2f} s")

@@ -107,3 +107,18 @@ def test_jackknife_tags_each_part_by_a_tagger_that_did_not_see_it(tmp_path):
         heldout = sentence_ids(work / f"fold{fold}.heldout.conllu")
         assert len(trained_on) == len(heldout) == 3 and trained_on.isdisjoint(heldout)
         assert (work / f"fold{fold}.metrics.json").exists()
+
+
+def test_bench_tagger_times_dense_and_meprop_on_the_same_batches(data_dir):
+    """The tagger bench trains both models in turns over EWT's first batches and reports each
+    one's words (the same for both) and the ratios."""
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("bench_tagger.py")), "--skip-tagging",
+         "--train-batches", "6", "--batch-size", "2", "--threads", "1", "--data-dir",
+         str(data_dir)], capture_output=True, text=True, timeout=300, check=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("training ")]
+    assert [line.split(":")[0] for line in lines] == ["training dense", "training meProp k=5"]
+    words = {line.split(": ")[1].split(" words")[0] for line in lines}
+    assert len(words) == 1 and int(words.pop()) > 0
+    assert "in 6 steps of 2 sentences" in lines[0]
+    assert "meProp vs dense: whole step" in result.stdout
