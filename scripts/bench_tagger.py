@@ -102,7 +102,7 @@ def training_speed(args):
         for inputs, targets, _ in encoded[:WARMUP_STEPS]:
             train_step(model, optimizer, inputs, targets)
     timed = encoded[WARMUP_STEPS:]
-    block = -(-len(timed) // ROUNDS)
+    block = max(1, -(-len(timed) // ROUNDS))
     totals = {name: [0.0, 0.0, 0] for name in trainers}
     for start in range(0, len(timed), block):
         for name, (model, optimizer) in trainers.items():
