@@ -90,6 +90,14 @@ inline void store_wide(T* target, Wide<T> value) {
   std::memcpy(target, &value, sizeof(value));
 }
 
+// Whether an output [rows, dim] is written with streaming stores: far larger than the caches
+// (8 MB and more), and every row 64-byte aligned, as those stores need.
+template <typename T>
+bool streams(const T* out, int64_t rows, int64_t dim) {
+  const bool aligned = reinterpret_cast<uintptr_t>(out) % 64 == 0 && dim * sizeof(T) % 64 == 0;
+  return aligned && rows * dim * static_cast<int64_t>(sizeof(T)) >= (int64_t{8} << 20);
+}
+
 // Per-thread work space of the selection.
 template <typename T>
 struct Scratch {
@@ -332,8 +340,7 @@ void gather_rows_sum_blocks(const int64_t* columns, const T* values, int64_t row
 template <typename T>
 void gather_rows_sum(const int64_t* columns, const T* values, int64_t rows, int64_t kept,
                      const T* table, int64_t n, int64_t dim, T* out) {
-  const bool aligned = reinterpret_cast<uintptr_t>(out) % 64 == 0 && dim * sizeof(T) % 64 == 0;
-  if (aligned && rows * dim * static_cast<int64_t>(sizeof(T)) >= (int64_t{8} << 20))
+  if (streams(out, rows, dim))
     gather_rows_sum_blocks<T, true>(columns, values, rows, kept, table, n, dim, out);
   else
     gather_rows_sum_blocks<T, false>(columns, values, rows, kept, table, n, dim, out);
@@ -534,8 +541,7 @@ void kept_product_blocks(const T* kept, int64_t rows, int64_t stride, int64_t k,
 template <typename T>
 void kept_product(const T* kept, int64_t rows, int64_t stride, int64_t k, const T* table,
                   int64_t dim, T* out) {
-  const bool aligned = reinterpret_cast<uintptr_t>(out) % 64 == 0 && dim * sizeof(T) % 64 == 0;
-  if (aligned && rows * dim * static_cast<int64_t>(sizeof(T)) >= (int64_t{8} << 20))
+  if (streams(out, rows, dim))
     kept_product_blocks<T, true>(kept, rows, stride, k, table, dim, out);
   else
     kept_product_blocks<T, false>(kept, rows, stride, k, table, dim, out);
