@@ -343,3 +343,36 @@ def test_persistent_grad_lets_a_computed_weight_pass_its_gradient_on():
         linear(x, base * 2.0, None, k=3, grad_buffer=buffer).sum().backward()
         grads.append(base.grad.clone())
     torch.testing.assert_close(grads[1], grads[0], atol=0, rtol=0)
+
+
+def selection_cases():
+    generator = torch.Generator().manual_seed(7)
+    gaussian = torch.randn(300, 500, generator=generator)
+    ties = torch.randint(-3, 4, (64, 500), generator=generator).float()  # many equal magnitudes
+    zeros = torch.zeros(4, 500)
+    special = torch.randn(6, 500, generator=generator)
+    special[0, 17] = float("nan")
+    special[1, :40] = float("nan")  # whole groups of NaN: the filter has nothing to go on
+    special[2, 3] = float("inf")
+    special[3, ::7] = float("-inf")
+    narrow = torch.randn(50, 19, generator=generator)  # shorter than a vector per group
+    wide_range = torch.randn(20, 333, generator=generator) * torch.logspace(-30, 30, 333)
+    return [(gaussian, 20), (gaussian, 1), (gaussian, 500), (gaussian, 499), (ties, 20),
+            (zeros, 5), (special, 20), (narrow, 5), (narrow, 19), (wide_range, 25)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", range(len(selection_cases())))
+def test_selection_keeps_the_magnitudes_topk_keeps(dtype, case):
+    """The compiled selection (filter, then a search on the bit patterns) keeps k distinct
+    columns whose magnitudes are those torch.topk keeps — ties, zeros, NaN and infinities too."""
+    grad, k = selection_cases()[case]
+    grad = grad.to(dtype)
+    columns = kernels.cpu().topk_columns(grad, k)
+    assert columns.shape == (grad.shape[0], k)
+    assert (columns.sort(dim=1).values.diff(dim=1) > 0).all()  # distinct, in range
+    assert columns.min() >= 0 and columns.max() < grad.shape[1]
+    kept = grad.abs().gather(1, columns).sort(dim=1).values
+    expected = grad.abs().topk(k, dim=1).values.sort(dim=1).values
+    torch.testing.assert_close(kept, expected, atol=0, rtol=0, equal_nan=True)

@@ -27,6 +27,7 @@
 #include <limits>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -98,95 +99,150 @@ bool streams(const T* out, int64_t rows, int64_t dim) {
   return aligned && rows * dim * static_cast<int64_t>(sizeof(T)) >= (int64_t{8} << 20);
 }
 
-// Per-thread work space of the selection.
-template <typename T>
-struct Scratch {
-  explicit Scratch(int64_t n) : positions(n + 1), key(n) {}
-  std::vector<int64_t> positions;
-  std::vector<T> key;
-};
-
 // ---- selection -------------------------------------------------------------------------------
 
+// A magnitude's bit pattern as a signed integer of its width: for |x| (sign bit cleared) the
+// integers order as the values do, NaN above infinity — the order torch.topk ranks by.
 template <typename T>
-inline void sift_down(T* key, int64_t* pos, int64_t size, int64_t i) {
-  const T key_i = key[i];
-  const int64_t pos_i = pos[i];
-  while (true) {
-    int64_t child = 2 * i + 1;
-    if (child >= size) break;
-    if (child + 1 < size && key[child + 1] < key[child]) ++child;
-    if (!(key[child] < key_i)) break;
-    key[i] = key[child];
-    pos[i] = pos[child];
-    i = child;
-  }
-  key[i] = key_i;
-  pos[i] = pos_i;
+using Bits = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+
+template <typename T>
+inline Bits<T> magnitude_bits(T value) {
+  Bits<T> bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits & std::numeric_limits<Bits<T>>::max();
 }
 
-// Heap selection over candidates[0..count) (positions into scores): the k of largest |score|.
+// Per-thread work space of the selection: the candidates' magnitude bits and positions, padded
+// to whole 64-byte vectors (bits -1: below every magnitude).
 template <typename T>
-void heap_select(const T* scores, const int64_t* candidates, int64_t count, int64_t k, T* key,
-                 int64_t* pos) {
-  for (int64_t j = 0; j < k; ++j) {
-    key[j] = std::abs(scores[candidates[j]]);
-    pos[j] = candidates[j];
+struct Scratch {
+  static constexpr int64_t kPad = 64 / sizeof(T);
+  explicit Scratch(int64_t n) : bits(n + 2 * kPad), positions(n + 2 * kPad) {}
+  std::vector<Bits<T>> bits, positions;
+};
+
+// How many of bits[0 .. vectors * kPad) are >= probe.
+template <typename T>
+inline int64_t count_at_least(const Bits<T>* bits, int64_t vectors, Bits<T> probe) {
+  int64_t count = 0;
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {
+    const __m512i limit = _mm512_set1_epi32(probe);
+    for (int64_t v = 0; v < vectors; ++v)
+      count += __builtin_popcount(_mm512_cmpge_epi32_mask(_mm512_loadu_si512(bits + 16 * v), limit));
+  } else {
+    const __m512i limit = _mm512_set1_epi64(probe);
+    for (int64_t v = 0; v < vectors; ++v)
+      count += __builtin_popcount(_mm512_cmpge_epi64_mask(_mm512_loadu_si512(bits + 8 * v), limit));
   }
-  for (int64_t i = k / 2 - 1; i >= 0; --i) sift_down(key, pos, k, i);
-  for (int64_t j = k; j < count; ++j) {
-    const T value = std::abs(scores[candidates[j]]);
-    if (value > key[0]) {
-      key[0] = value;
-      pos[0] = candidates[j];
-      sift_down(key, pos, k, 0);
+  return count;
+#endif
+  for (int64_t i = 0; i < vectors * Scratch<T>::kPad; ++i) count += bits[i] >= probe;
+  return count;
+}
+
+// The entries of scores[0 .. n) whose magnitude bits are >= limit, appended to the scratch's
+// candidates (bits and positions); returns their number.
+template <typename T>
+int64_t gather_candidates(const T* scores, int64_t n, Bits<T> limit, Scratch<T>& scratch) {
+  Bits<T>* bits = scratch.bits.data();
+  Bits<T>* positions = scratch.positions.data();
+  int64_t count = 0, j = 0;
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {  // compress in registers: the memory form is slow on Zen 4
+    const __m512i mask = _mm512_set1_epi32(0x7fffffff), bound = _mm512_set1_epi32(limit);
+    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= n; j += 16, index = _mm512_add_epi32(index, _mm512_set1_epi32(16))) {
+      const __m512i value = _mm512_and_si512(_mm512_loadu_si512(scores + j), mask);
+      const __mmask16 above = _mm512_cmpge_epi32_mask(value, bound);
+      _mm512_storeu_si512(bits + count, _mm512_maskz_compress_epi32(above, value));
+      _mm512_storeu_si512(positions + count, _mm512_maskz_compress_epi32(above, index));
+      count += __builtin_popcount(above);
+    }
+  } else {
+    const __m512i mask = _mm512_set1_epi64(std::numeric_limits<int64_t>::max());
+    const __m512i bound = _mm512_set1_epi64(limit);
+    __m512i index = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    for (; j + 8 <= n; j += 8, index = _mm512_add_epi64(index, _mm512_set1_epi64(8))) {
+      const __m512i value = _mm512_and_si512(_mm512_loadu_si512(scores + j), mask);
+      const __mmask8 above = _mm512_cmpge_epi64_mask(value, bound);
+      _mm512_storeu_si512(bits + count, _mm512_maskz_compress_epi64(above, value));
+      _mm512_storeu_si512(positions + count, _mm512_maskz_compress_epi64(above, index));
+      count += __builtin_popcount(above);
     }
   }
+#endif
+  for (; j < n; ++j) {
+    bits[count] = magnitude_bits(scores[j]);
+    positions[count] = j;
+    count += bits[count] >= limit;
+  }
+  return count;
+}
+
+// The smallest of k group maxima of |scores|: the first entries split into k equal groups, each
+// group's largest magnitude is a distinct entry, so this is at most the k-th largest magnitude,
+// and only entries at or above it can be selected (typically a few times k of them). 0 (no
+// filter) where the groups would be shorter than a vector.
+template <typename T>
+Bits<T> group_threshold(const T* scores, int64_t n, int64_t k) {
+  constexpr int64_t L = Vector<T>::lanes;
+  const int64_t group = (n / k) / L * L;  // entries per group, whole vectors
+  if (group == 0) return 0;
+  T threshold = std::numeric_limits<T>::infinity();
+  for (int64_t g = 0; g < k; ++g) {
+    Vec<T> largest = magnitude<T>(load(scores + g * group));
+    for (int64_t j = g * group + L; j < (g + 1) * group; j += L) {
+      const Vec<T> block = magnitude<T>(load(scores + j));
+      largest = block > largest ? block : largest;
+    }
+    T group_max = largest[0];
+    for (int64_t lane = 1; lane < L; ++lane) group_max = std::max(group_max, largest[lane]);
+    threshold = std::min(threshold, group_max);
+  }
+  return magnitude_bits(threshold);
 }
 
 // The positions of the k entries of largest |score| among scores[0..n), into pos[0..k)
-// (unordered), by a min-heap of the k best: O(n log k). Before it, a cheap filter: split the
-// first entries into k equal groups; each group's largest magnitude is a distinct entry, so the
-// smallest of these k maxima is at most the k-th largest entry, and only entries at or above it
-// can be selected — typically a few times k of them.
+// (unordered). O(n) and no sort: a filter leaves a few times k candidates, then a search for
+// the k-th largest magnitude's bit pattern counts candidates at three probes at a time (each
+// round cuts the range to a quarter, at most 16 rounds for float, 32 for double), then the
+// candidates above it, and as many equal to it as k still needs, are taken.
 template <typename T>
-void topk_positions(const T* scores, int64_t n, int64_t k, T* key, int64_t* pos,
-                    Scratch<T>& scratch) {
-  constexpr int64_t L = Vector<T>::lanes;
-  const int64_t group = (n / k) / L * L;  // entries per group, whole vectors
-  int64_t* candidates = scratch.positions.data();
-  int64_t count = 0;
-  if (group > 0) {
-    T threshold = std::numeric_limits<T>::infinity();
-    for (int64_t g = 0; g < k; ++g) {
-      Vec<T> largest = magnitude<T>(load(scores + g * group));
-      for (int64_t j = g * group + L; j < (g + 1) * group; j += L) {
-        const Vec<T> block = magnitude<T>(load(scores + j));
-        largest = block > largest ? block : largest;
-      }
-      T group_max = largest[0];
-      for (int64_t lane = 1; lane < L; ++lane) group_max = std::max(group_max, largest[lane]);
-      threshold = std::min(threshold, group_max);
+void topk_positions(const T* scores, int64_t n, int64_t k, int64_t* pos, Scratch<T>& scratch) {
+  constexpr int64_t P = Scratch<T>::kPad;
+  int64_t count = gather_candidates(scores, n, group_threshold(scores, n, k), scratch);
+  if (count < k) count = gather_candidates(scores, n, Bits<T>{0}, scratch);  // NaN groups
+  const Bits<T>* bits = scratch.bits.data();
+  const Bits<T>* positions = scratch.positions.data();
+  std::fill(scratch.bits.begin() + count, scratch.bits.begin() + count + P, Bits<T>{-1});
+  const int64_t vectors = (count + P - 1) / P;
+  // Invariant: at least k candidates are >= lo, fewer than k are >= hi.
+  Bits<T> lo = *std::min_element(bits, bits + count);
+  int64_t hi = static_cast<int64_t>(*std::max_element(bits, bits + count)) + 1;
+  while (hi - lo > 1) {
+    const int64_t quarter = std::max<int64_t>(1, (hi - lo) / 4);
+    const Bits<T> probe[3] = {static_cast<Bits<T>>(lo + quarter),
+                              static_cast<Bits<T>>(std::min<int64_t>(hi - 1, lo + 2 * quarter)),
+                              static_cast<Bits<T>>(std::min<int64_t>(hi - 1, lo + 3 * quarter))};
+    const int64_t above[3] = {count_at_least<T>(bits, vectors, probe[0]),
+                              count_at_least<T>(bits, vectors, probe[1]),
+                              count_at_least<T>(bits, vectors, probe[2])};
+    int64_t next_lo = lo, next_hi = hi;
+    for (int probe_index = 0; probe_index < 3; ++probe_index) {
+      if (above[probe_index] >= k) next_lo = std::max<int64_t>(next_lo, probe[probe_index]);
+      else next_hi = std::min<int64_t>(next_hi, probe[probe_index]);
     }
-    const Vec<T> limit = Vec<T>{} + threshold;
-    int64_t j = 0;
-    for (; j + L <= n; j += L) {
-      const auto above = magnitude<T>(load(scores + j)) >= limit;
-      for (int64_t lane = 0; lane < L; ++lane) {
-        candidates[count] = j + lane;
-        count += above[lane] != 0;
-      }
-    }
-    for (; j < n; ++j) {
-      candidates[count] = j;
-      count += std::abs(scores[j]) >= threshold;
-    }
+    lo = static_cast<Bits<T>>(next_lo);
+    hi = next_hi;
+    if (above[0] == k || above[1] == k || above[2] == k) break;  // lo is then exact
   }
-  if (count < k) {  // no filter (k close to n), or NaNs defeated it: every entry is a candidate
-    count = n;
-    for (int64_t j = 0; j < n; ++j) candidates[j] = j;
-  }
-  heap_select(scores, candidates, count, k, key, pos);
+  int64_t taken = 0;
+  for (int64_t i = 0; i < count && taken < k; ++i)
+    if (bits[i] > lo) pos[taken++] = positions[i];
+  for (int64_t i = 0; i < count && taken < k; ++i)
+    if (bits[i] == lo) pos[taken++] = positions[i];
 }
 
 // Per row of grad [rows, groups * width], each group's k entries of largest magnitude:
@@ -202,7 +258,7 @@ void select_rows(const T* grad, int64_t rows, int64_t groups, int64_t width, int
       const T* row = grad + r * cols;
       for (int64_t g = 0; g < groups; ++g) {
         int64_t* pos = columns + r * groups * k + g * k;
-        topk_positions(row + g * width, width, k, scratch.key.data(), pos, scratch);
+        topk_positions(row + g * width, width, k, pos, scratch);
         for (int64_t j = 0; j < k; ++j) {
           pos[j] += g * width;
           values[r * groups * k + g * k + j] = row[pos[j]];
@@ -245,7 +301,7 @@ void select_shared(const T* grad, int64_t rows, int64_t groups, int64_t width, i
   Scratch<double> scratch(width);
   for (int64_t g = 0; g < groups; ++g) {
     int64_t* pos = columns + g * k;
-    topk_positions(partial.data() + g * width, width, k, scratch.key.data(), pos, scratch);
+    topk_positions(partial.data() + g * width, width, k, pos, scratch);
     for (int64_t j = 0; j < k; ++j) pos[j] += g * width;
   }
 }
@@ -1208,11 +1264,27 @@ void touched_rows_adagrad(at::Tensor param, const at::Tensor& grad, at::Tensor s
   });
 }
 
+// Per-example selection alone: for each row of grad [rows, width], the columns of its k
+// entries of largest magnitude (unordered). The tests compare it with torch.topk.
+at::Tensor topk_columns(const at::Tensor& grad, int64_t k) {
+  check_input(grad, "grad");
+  TORCH_CHECK(grad.dim() == 2 && k >= 1 && k <= grad.size(1), "topk_columns: need 1 <= k <= width");
+  const int64_t rows = grad.size(0), width = grad.size(1);
+  auto columns = at::empty({rows, k}, grad.options().dtype(at::kLong));
+  auto values = at::empty({rows, k}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "topk_columns", [&] {
+    select_rows(grad.data_ptr<scalar_t>(), rows, 1, width, k, columns.data_ptr<int64_t>(),
+                values.data_ptr<scalar_t>());
+  });
+  return columns;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "meProp's backward on the CPU, compiled (see meprop/kernels/cpu.cpp)";
   module.def("linear", &linear);
+  module.def("topk_columns", &topk_columns);
   module.def("lstm_backward", &lstm_backward);
   module.def("plain_backward", &plain_backward);
   module.def("lstm_forward", &lstm_forward);
