@@ -118,8 +118,8 @@ inline Bits<T> magnitude_bits(T value) {
 template <typename T>
 struct Scratch {
   static constexpr int64_t kPad = 64 / sizeof(T);
-  explicit Scratch(int64_t n) : bits(n + 2 * kPad), positions(n + 2 * kPad) {}
-  std::vector<Bits<T>> bits, positions;
+  explicit Scratch(int64_t n) : bits(n + 2 * kPad), positions(n + 2 * kPad), chosen(n + 1) {}
+  std::vector<Bits<T>> bits, positions, chosen;
 };
 
 // How many of bits[0 .. vectors * kPad) are >= probe.
@@ -212,15 +212,20 @@ Bits<T> group_threshold(const T* scores, int64_t n, int64_t k) {
 template <typename T>
 void topk_positions(const T* scores, int64_t n, int64_t k, int64_t* pos, Scratch<T>& scratch) {
   constexpr int64_t P = Scratch<T>::kPad;
-  int64_t count = gather_candidates(scores, n, group_threshold(scores, n, k), scratch);
-  if (count < k) count = gather_candidates(scores, n, Bits<T>{0}, scratch);  // NaN groups
+  Bits<T> lo = group_threshold(scores, n, k);
+  int64_t count = gather_candidates(scores, n, lo, scratch);
+  if (count < k) {  // NaN groups defeated the filter: every entry is a candidate
+    lo = 0;
+    count = gather_candidates(scores, n, lo, scratch);
+  }
   const Bits<T>* bits = scratch.bits.data();
   const Bits<T>* positions = scratch.positions.data();
   std::fill(scratch.bits.begin() + count, scratch.bits.begin() + count + P, Bits<T>{-1});
   const int64_t vectors = (count + P - 1) / P;
+  Bits<T> top = 0;
+  for (int64_t i = 0; i < count; ++i) top = std::max(top, bits[i]);
   // Invariant: at least k candidates are >= lo, fewer than k are >= hi.
-  Bits<T> lo = *std::min_element(bits, bits + count);
-  int64_t hi = static_cast<int64_t>(*std::max_element(bits, bits + count)) + 1;
+  int64_t hi = static_cast<int64_t>(top) + 1;
   while (hi - lo > 1) {
     const int64_t quarter = std::max<int64_t>(1, (hi - lo) / 4);
     const Bits<T> probe[3] = {static_cast<Bits<T>>(lo + quarter),
@@ -238,11 +243,19 @@ void topk_positions(const T* scores, int64_t n, int64_t k, int64_t* pos, Scratch
     hi = next_hi;
     if (above[0] == k || above[1] == k || above[2] == k) break;  // lo is then exact
   }
+  // Branch-free passes (which candidates pass is unpredictable): fewer than k are above lo,
+  // then those equal to lo fill up to k.
+  Bits<T>* chosen = scratch.chosen.data();
   int64_t taken = 0;
-  for (int64_t i = 0; i < count && taken < k; ++i)
-    if (bits[i] > lo) pos[taken++] = positions[i];
-  for (int64_t i = 0; i < count && taken < k; ++i)
-    if (bits[i] == lo) pos[taken++] = positions[i];
+  for (int64_t i = 0; i < count; ++i) {
+    chosen[taken] = positions[i];
+    taken += bits[i] > lo;
+  }
+  for (int64_t i = 0; i < count && taken < k; ++i) {
+    chosen[taken] = positions[i];
+    taken += bits[i] == lo;
+  }
+  for (int64_t j = 0; j < std::min(taken, k); ++j) pos[j] = chosen[j];
 }
 
 // Per row of grad [rows, groups * width], each group's k entries of largest magnitude:
