@@ -327,6 +327,11 @@ void select_shared(const T* grad, int64_t rows, int64_t groups, int64_t width, i
 // sentences: 80,000) ran on one thread and its backward took 40 % longer.
 constexpr int64_t kParallelWork = int64_t{1} << 16;
 
+// The same for unified's register-tiled products, whose operands sit in L1: they run at about
+// 16 multiply-adds a cycle, and waking the second thread (~30 us when it sleeps) paid off only
+// from about 2^20 (MNIST's 157,000 ran 56 us on two threads, 25 on one).
+constexpr int64_t kTiledParallelWork = int64_t{1} << 20;
+
 // Register tiles: kTile(T) consecutive columns (512 bytes, 8 AVX-512 registers) are accumulated in
 // registers over all the entries that write them before one store.
 template <typename T>
@@ -607,7 +612,8 @@ void kept_product_blocks(const T* kept, int64_t rows, int64_t stride, int64_t k,
                          int64_t dim, T* out) {
   constexpr int64_t R = 6;  // 6 rows x 4 vectors: 24 accumulators of the 32 registers
   const int64_t blocks = (rows + R - 1) / R;
-  const int64_t grain = std::max<int64_t>(1, kParallelWork / std::max<int64_t>(R * k * dim, 1));
+  const int64_t grain =
+      std::max<int64_t>(1, kTiledParallelWork / std::max<int64_t>(R * k * dim, 1));
   at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const T* source = kept + b * R * stride;
@@ -684,7 +690,7 @@ void transposed_product(const T* kept, int64_t rows, int64_t kp, const T* inputs
   std::fill(out, out + kp * dim, T(0));
   const int64_t tiles = dim / (V * L);
   const int64_t grain =
-      std::max<int64_t>(1, kParallelWork / std::max<int64_t>(rows * kp * V * L, 1));
+      std::max<int64_t>(1, kTiledParallelWork / std::max<int64_t>(rows * kp * V * L, 1));
   at::parallel_for(0, tiles + 1, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
       const int64_t b1 = std::min(rows, b0 + kRows);
