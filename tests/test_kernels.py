@@ -184,10 +184,16 @@ def lstm_grads(module, sequences, compiled):
 @needs_kernels
 @pytest.mark.parametrize("mode", ["per_example", "unified"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_lstm_kernel_matches_reference(mode, dtype):
+@pytest.mark.parametrize("hidden, lengths", [
+    (16, (6, 2, 9, 1, 4)),
+    # the forward's recurrent product: 8-row blocks and a remainder, 48-column tiles, a
+    # single-vector tail and scalars; its transpose: 16 x 16 blocks and what is left
+    (37, (3, 5, 2, 7, 1, 4, 6, 2, 3, 5, 1)),
+])
+def test_lstm_kernel_matches_reference(mode, dtype, hidden, lengths):
     torch.manual_seed(3)
-    module = meprop.LSTM(11, 16, num_layers=2, bidirectional=True, k=3, mode=mode).to(dtype)
-    sequences = [torch.randn(n, 11, dtype=dtype) for n in (6, 2, 9, 1, 4)]
+    module = meprop.LSTM(11, hidden, num_layers=2, bidirectional=True, k=3, mode=mode).to(dtype)
+    sequences = [torch.randn(n, 11, dtype=dtype) for n in lengths]
     tol = 1e-12 if dtype == torch.float64 else 1e-4
     compiled = lstm_grads(module, sequences, compiled=True)
     reference = lstm_grads(module, sequences, compiled=False)
