@@ -845,8 +845,9 @@ void gather_columns(const T* grad, int64_t rows, int64_t n, const int64_t* colum
 // for the next: at the parser's shape the 96 MB input gradient costs ~5 ms of page faults (the
 // kernel zero-fills every page), as much as computing it; MNIST's 1.5 MB weight gradient
 // (without persistent gradients) ~40 us, a third of its whole backward. The gradients of 1 MB
-// and more that the layers here allocate come from this cache instead: a freed block waits
-// for the next allocation of its size. The tensors are ordinary (resizable, freed by their
+// and more that the layers here allocate (and the LSTM forward's 4 MB transposed weight, a
+// fresh one per direction and call) come from this cache instead: a freed block waits for the
+// next allocation of its size. The tensors are ordinary (resizable, freed by their
 // last reference); only the memory is kept, up to kCacheBytes of idle blocks.
 class BlockCache final : public c10::Allocator {
  public:
@@ -1290,7 +1291,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& projected, const at::Tens
   auto c_prev_rows = at::empty({rows_total, hidden}, options);
   auto cell_gate = at::empty({batch, hidden}, options);
   auto h = h0.clone(), c = c0.clone();
-  auto recurrent = at::empty({hidden, 4 * hidden}, options);  // weight_hh transposed
+  auto recurrent = gradient_empty({hidden, 4 * hidden}, options);  // weight_hh transposed
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "lstm_forward", [&] {
     using T = scalar_t;
     transpose_into(weight_hh.data_ptr<T>(), 4 * hidden, hidden, recurrent.data_ptr<T>());
