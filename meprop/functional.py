@@ -19,7 +19,7 @@ Two autograd Functions, one per mode:
   matmuls over those k columns, and only those k rows of grad_weight are written.
 
 On the CPU (float32/float64, top-k selection) the whole layer is the compiled autograd Function
-of ``meprop.kernels`` when it is available: the same rule, a heap-based top-k, and no Python in
+of ``meprop.kernels`` when it is available: the same rule, a linear-time top-k, and no Python in
 the forward or backward call. The code below is the reference and the path everywhere else (GPU,
 half precision, random-k, autocast, or ``MEPROP_KERNELS=0``). That path never waits on the
 device, so a CUDA graph can capture its backward (``torch.cuda.graph``).

@@ -4,8 +4,9 @@
 // Why compiled: at the paper's small shapes (a batch of 10 images, one sentence) eager PyTorch
 // spends tens of microseconds per operation, more than the sparse products themselves; at the
 // parser's shape (10,000 x 500) a full sort-based top-k and a sort of the kept entries cost
-// more than the products. Here selection is a min-heap per row (O(n log k)), and the products
-// loop over the kept entries only, tiled so the rows they write stay in cache.
+// more than the products. Here selection is linear per row (a filter, then a search on the
+// magnitudes' bit patterns: see topk_positions), and the products loop over the kept entries
+// only, tiled so the rows they write stay in cache.
 //
 // Every function takes contiguous CPU tensors of one floating dtype (float or double); the
 // Python side checks that and falls back to the reference otherwise.
