@@ -123,20 +123,48 @@ struct Scratch {
   std::vector<Bits<T>> bits, positions, chosen;
 };
 
+#if defined(__AVX512F__)
+// The AVX-512 operations the selection needs on 64-byte vectors of Bits<T> (16 int32 lanes for
+// float, 8 int64 lanes for double), so that one loop serves both.
+template <typename T>
+struct BitLanes;
+
+template <>
+struct BitLanes<float> {
+  static constexpr int64_t lanes = 16;
+  static __m512i broadcast(int32_t value) { return _mm512_set1_epi32(value); }
+  static __m512i first_indices() {
+    return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  }
+  static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
+  static unsigned at_least(__m512i a, __m512i b) { return _mm512_cmpge_epi32_mask(a, b); }
+  static __m512i compress(unsigned mask, __m512i a) {
+    return _mm512_maskz_compress_epi32(static_cast<__mmask16>(mask), a);
+  }
+};
+
+template <>
+struct BitLanes<double> {
+  static constexpr int64_t lanes = 8;
+  static __m512i broadcast(int64_t value) { return _mm512_set1_epi64(value); }
+  static __m512i first_indices() { return _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7); }
+  static __m512i add(__m512i a, __m512i b) { return _mm512_add_epi64(a, b); }
+  static unsigned at_least(__m512i a, __m512i b) { return _mm512_cmpge_epi64_mask(a, b); }
+  static __m512i compress(unsigned mask, __m512i a) {
+    return _mm512_maskz_compress_epi64(static_cast<__mmask8>(mask), a);
+  }
+};
+#endif
+
 // How many of bits[0 .. vectors * kPad) are >= probe.
 template <typename T>
 inline int64_t count_at_least(const Bits<T>* bits, int64_t vectors, Bits<T> probe) {
   int64_t count = 0;
 #if defined(__AVX512F__)
-  if constexpr (sizeof(T) == 4) {
-    const __m512i limit = _mm512_set1_epi32(probe);
-    for (int64_t v = 0; v < vectors; ++v)
-      count += __builtin_popcount(_mm512_cmpge_epi32_mask(_mm512_loadu_si512(bits + 16 * v), limit));
-  } else {
-    const __m512i limit = _mm512_set1_epi64(probe);
-    for (int64_t v = 0; v < vectors; ++v)
-      count += __builtin_popcount(_mm512_cmpge_epi64_mask(_mm512_loadu_si512(bits + 8 * v), limit));
-  }
+  using Ops = BitLanes<T>;
+  const __m512i limit = Ops::broadcast(probe);
+  for (int64_t v = 0; v < vectors; ++v)
+    count += __builtin_popcount(Ops::at_least(_mm512_loadu_si512(bits + Ops::lanes * v), limit));
   return count;
 #endif
   for (int64_t i = 0; i < vectors * Scratch<T>::kPad; ++i) count += bits[i] >= probe;
@@ -151,27 +179,18 @@ int64_t gather_candidates(const T* scores, int64_t n, Bits<T> limit, Scratch<T>&
   Bits<T>* positions = scratch.positions.data();
   int64_t count = 0, j = 0;
 #if defined(__AVX512F__)
-  if constexpr (sizeof(T) == 4) {  // compress in registers: the memory form is slow on Zen 4
-    const __m512i mask = _mm512_set1_epi32(0x7fffffff), bound = _mm512_set1_epi32(limit);
-    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (; j + 16 <= n; j += 16, index = _mm512_add_epi32(index, _mm512_set1_epi32(16))) {
-      const __m512i value = _mm512_and_si512(_mm512_loadu_si512(scores + j), mask);
-      const __mmask16 above = _mm512_cmpge_epi32_mask(value, bound);
-      _mm512_storeu_si512(bits + count, _mm512_maskz_compress_epi32(above, value));
-      _mm512_storeu_si512(positions + count, _mm512_maskz_compress_epi32(above, index));
-      count += __builtin_popcount(above);
-    }
-  } else {
-    const __m512i mask = _mm512_set1_epi64(std::numeric_limits<int64_t>::max());
-    const __m512i bound = _mm512_set1_epi64(limit);
-    __m512i index = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
-    for (; j + 8 <= n; j += 8, index = _mm512_add_epi64(index, _mm512_set1_epi64(8))) {
-      const __m512i value = _mm512_and_si512(_mm512_loadu_si512(scores + j), mask);
-      const __mmask8 above = _mm512_cmpge_epi64_mask(value, bound);
-      _mm512_storeu_si512(bits + count, _mm512_maskz_compress_epi64(above, value));
-      _mm512_storeu_si512(positions + count, _mm512_maskz_compress_epi64(above, index));
-      count += __builtin_popcount(above);
-    }
+  // Compress in registers, then a plain store: the memory form is slow on Zen 4.
+  using Ops = BitLanes<T>;
+  constexpr int64_t L = Ops::lanes;
+  const __m512i mask = Ops::broadcast(std::numeric_limits<Bits<T>>::max());
+  const __m512i bound = Ops::broadcast(limit), step = Ops::broadcast(L);
+  __m512i index = Ops::first_indices();
+  for (; j + L <= n; j += L, index = Ops::add(index, step)) {
+    const __m512i value = _mm512_and_si512(_mm512_loadu_si512(scores + j), mask);
+    const unsigned above = Ops::at_least(value, bound);
+    _mm512_storeu_si512(bits + count, Ops::compress(above, value));
+    _mm512_storeu_si512(positions + count, Ops::compress(above, index));
+    count += __builtin_popcount(above);
   }
 #endif
   for (; j < n; ++j) {
