@@ -509,8 +509,9 @@ void scatter_rows_sum(const int64_t* columns, const T* values, int64_t rows, int
     at::parallel_for(0, target_offsets[1], grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t t = targets[i];
-        weighted_sum(RowNumbers<T>{inputs, dim, order_rows.data() + count[t]}, order_values.data() + count[t],
-                     count[t + 1] - count[t], 0, dim, grad + t * dim);
+        weighted_sum(RowNumbers<T>{inputs, dim, order_rows.data() + count[t]},
+                     order_values.data() + count[t], count[t + 1] - count[t], 0, dim,
+                     grad + t * dim);
       }
     });
     return;
@@ -681,7 +682,8 @@ void recurrent_rows(const T* h, int64_t k, const T* table, int64_t dim, const T*
       continue;
     }
     int64_t c = tiles * V * L;  // the columns left after whole tiles
-    for (; c + L <= dim; c += L) kept_product_tile<T, R, 1, false>(h, k, k, table, dim, c, out, addend);
+    for (; c + L <= dim; c += L)
+      kept_product_tile<T, R, 1, false>(h, k, k, table, dim, c, out, addend);
     for (; c < dim; ++c) {
       for (int r = 0; r < R; ++r) {
         T sum = addend[r * dim + c];
