@@ -587,10 +587,19 @@ void check_input(const at::Tensor& tensor, const char* name) {
 // [k, rows] x [rows, dim] with k ~ 20 — a shape on which MKL runs at half its peak here. These
 // register-tiled loops run near it: a tile of outputs accumulated in registers over all k.
 
+// The rows of a [k, dim] table: consecutive (the LSTM's transposed weight) ...
+template <typename T>
+struct DenseRows {
+  const T* table;
+  int64_t dim;
+  const T* operator[](int64_t j) const { return table + j * dim; }
+};
+
 // out[r][c0 .. c0 + V lanes) = sum_j kept[r][j] * table[j][..], for R rows at once; plus
-// addend[r][..] (rows dim apart, like out) where addend is given.
-template <typename T, int R, int V, bool Stream>
-inline void kept_product_tile(const T* kept, int64_t stride, int64_t k, const T* table,
+// addend[r][..] (rows dim apart, like out) where addend is given. ``table``: DenseRows, or
+// RowPointers (unified's input gradient reads its k rows of the weight where they are).
+template <typename T, int R, int V, bool Stream, typename Rows>
+inline void kept_product_tile(const T* kept, int64_t stride, int64_t k, Rows table,
                               int64_t dim, int64_t c0, T* out, const T* addend = nullptr) {
   constexpr int64_t L = WideVector<T>::lanes;
   Wide<T> acc[R][V] = {};
@@ -600,7 +609,7 @@ inline void kept_product_tile(const T* kept, int64_t stride, int64_t k, const T*
   for (int64_t j = 0; j < k; ++j) {
     Wide<T> row[V];
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) row[v] = load_wide(table + j * dim + c0 + v * L);
+    for (int v = 0; v < V; ++v) row[v] = load_wide(table[j] + c0 + v * L);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const Wide<T> weight = Wide<T>{} + kept[r * stride + j];
@@ -614,8 +623,8 @@ inline void kept_product_tile(const T* kept, int64_t stride, int64_t k, const T*
     for (int v = 0; v < V; ++v) store_wide<T, Stream>(out + r * dim + c0 + v * L, acc[r][v]);
 }
 
-template <typename T, int R, bool Stream>
-void kept_product_rows(const T* kept, int64_t stride, int64_t k, const T* table, int64_t dim,
+template <typename T, int R, bool Stream, typename Rows>
+void kept_product_rows(const T* kept, int64_t stride, int64_t k, Rows table, int64_t dim,
                        T* out) {
   constexpr int64_t L = WideVector<T>::lanes;
   int64_t c = 0;
@@ -626,14 +635,14 @@ void kept_product_rows(const T* kept, int64_t stride, int64_t k, const T* table,
   for (; c < dim; ++c) {
     for (int r = 0; r < R; ++r) {
       T sum = 0;
-      for (int64_t j = 0; j < k; ++j) sum += kept[r * stride + j] * table[j * dim + c];
+      for (int64_t j = 0; j < k; ++j) sum += kept[r * stride + j] * table[j][c];
       out[r * dim + c] = sum;
     }
   }
 }
 
-template <typename T, bool Stream>
-void kept_product_blocks(const T* kept, int64_t rows, int64_t stride, int64_t k, const T* table,
+template <typename T, bool Stream, typename Rows>
+void kept_product_blocks(const T* kept, int64_t rows, int64_t stride, int64_t k, Rows table,
                          int64_t dim, T* out) {
   constexpr int64_t R = 6;  // 6 rows x 4 vectors: 24 accumulators of the 32 registers
   const int64_t blocks = (rows + R - 1) / R;
@@ -659,8 +668,8 @@ void kept_product_blocks(const T* kept, int64_t rows, int64_t stride, int64_t k,
 }
 
 // out [rows, dim] = kept [rows, k] (rows ``stride`` apart) x table [k, dim].
-template <typename T>
-void kept_product(const T* kept, int64_t rows, int64_t stride, int64_t k, const T* table,
+template <typename T, typename Rows>
+void kept_product(const T* kept, int64_t rows, int64_t stride, int64_t k, Rows table,
                   int64_t dim, T* out) {
   if (streams(out, rows, dim))
     kept_product_blocks<T, true>(kept, rows, stride, k, table, dim, out);
@@ -678,12 +687,14 @@ void recurrent_rows(const T* h, int64_t k, const T* table, int64_t dim, const T*
   constexpr int64_t L = WideVector<T>::lanes, V = 3;
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     if (tile < tiles) {
-      kept_product_tile<T, R, V, false>(h, k, k, table, dim, tile * V * L, out, addend);
+      kept_product_tile<T, R, V, false>(h, k, k, DenseRows<T>{table, dim}, dim, tile * V * L,
+                                        out, addend);
       continue;
     }
     int64_t c = tiles * V * L;  // the columns left after whole tiles
     for (; c + L <= dim; c += L)
-      kept_product_tile<T, R, 1, false>(h, k, k, table, dim, c, out, addend);
+      kept_product_tile<T, R, 1, false>(h, k, k, DenseRows<T>{table, dim}, dim, c, out,
+                                        addend);
     for (; c < dim; ++c) {
       for (int r = 0; r < R; ++r) {
         T sum = addend[r * dim + c];
@@ -775,8 +786,8 @@ void recurrent_product(const T* h, int64_t rows, int64_t k, const T* table, int6
   });
 }
 
-// kJ kept columns x V vectors of accumulators: out rows j0 .. j0+kJ, columns c0 .. += the
-// rows [b0, b1) of kept^T x inputs. ``ahead``: rows of ``inputs`` this far on are prefetched
+// kJ kept columns x V vectors of accumulators: out rows j0 .. j0+kJ (row pointers), columns
+// c0 .. += the rows [b0, b1) of kept^T x inputs (=, for the first block: b0 == 0). ``ahead``: rows of ``inputs`` this far on are prefetched
 // into L2 — the tile reads each of its rows in a short piece, too scattered for the hardware
 // prefetcher, and without it the loop waits on memory.
 constexpr int kJ = 5;
@@ -784,13 +795,15 @@ constexpr int kJ = 5;
 template <typename T, int V>
 inline void transposed_tile(const T* kept, int64_t kp, int64_t j0, const T* inputs, int64_t dim,
                             int64_t b0, int64_t b1, int64_t c0, int64_t ahead, int64_t rows,
-                            T* out) {
+                            T* const* out) {
   constexpr int64_t L = WideVector<T>::lanes;
-  Wide<T> acc[kJ][V];
+  Wide<T> acc[kJ][V] = {};
+  if (b0 > 0) {
 #pragma GCC unroll 8
-  for (int j = 0; j < kJ; ++j)
+    for (int j = 0; j < kJ; ++j)
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[j][v] = load_wide(out + (j0 + j) * dim + c0 + v * L);
+      for (int v = 0; v < V; ++v) acc[j][v] = load_wide(out[j0 + j] + c0 + v * L);
+  }
   for (int64_t b = b0; b < b1; ++b) {
     Wide<T> input[V];
 #pragma GCC unroll 8
@@ -809,17 +822,17 @@ inline void transposed_tile(const T* kept, int64_t kp, int64_t j0, const T* inpu
 #pragma GCC unroll 8
   for (int j = 0; j < kJ; ++j)
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) store_wide<T, false>(out + (j0 + j) * dim + c0 + v * L, acc[j][v]);
+    for (int v = 0; v < V; ++v) store_wide<T, false>(out[j0 + j] + c0 + v * L, acc[j][v]);
 }
 
-// out [kp, dim] = kept^T x inputs, kept [rows, kp] with kp a multiple of kJ. Threads own column
-// tiles (no reduction across threads); rows go in blocks of 64 whose tile stays in L1 while
-// every kJ-block of kept columns reads it.
+// out [kp rows of dim] = kept^T x inputs, kept [rows, kp] with kp a multiple of kJ; ``out``
+// holds kp row pointers (unified writes the weight gradient's rows in place). Threads own
+// column tiles (no reduction across threads); rows go in blocks of 64 whose tile stays in L1
+// while every kJ-block of kept columns reads it.
 template <typename T>
 void transposed_product(const T* kept, int64_t rows, int64_t kp, const T* inputs, int64_t dim,
-                        T* out) {
+                        T* const* out) {
   constexpr int64_t L = WideVector<T>::lanes, V = 4, kRows = 64;
-  std::fill(out, out + kp * dim, T(0));
   const int64_t tiles = dim / (V * L);
   const int64_t grain =
       std::max<int64_t>(1, kTiledParallelWork / std::max<int64_t>(rows * kp * V * L, 1));
@@ -839,9 +852,9 @@ void transposed_product(const T* kept, int64_t rows, int64_t kp, const T* inputs
             transposed_tile<T, 1>(kept, kp, j0, inputs, dim, b0, b1, c, 0, rows, out);
         for (; c < dim; ++c) {
           for (int64_t j = 0; j < kp; ++j) {
-            T sum = out[j * dim + c];
+            T sum = b0 > 0 ? out[j][c] : T(0);
             for (int64_t b = b0; b < b1; ++b) sum += kept[b * kp + j] * inputs[b * dim + c];
-            out[j * dim + c] = sum;
+            out[j][c] = sum;
           }
         }
       }
@@ -1016,30 +1029,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_unified(
   TORCH_CHECK(k > 0 && k <= out, "k must be in [1, out_features]");
   const int64_t padded = (k + kJ - 1) / kJ * kJ;  // the weight product takes kJ columns at once
   const auto options = grad_output.options();
-  auto columns = at::empty({k}, options.dtype(at::kLong));
-  auto kept = at::empty({batch, padded}, options);
+  // Scratch in plain vectors: an at::empty costs about a microsecond, MNIST's whole backward
+  // some tens of them.
+  std::vector<int64_t> columns(k);
+  const int64_t* cols = columns.data();
   at::Tensor grad_input, grad_weight, grad_bias;
   if (need_bias) grad_bias = at::empty({out}, options);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "linear_backward_unified", [&] {
     using T = scalar_t;
-    const int64_t* cols = columns.data_ptr<int64_t>();
-    select_shared(grad_output.data_ptr<T>(), batch, 1, out, k, columns.data_ptr<int64_t>(),
+    std::vector<T> kept(batch * padded);
+    select_shared(grad_output.data_ptr<T>(), batch, 1, out, k, columns.data(),
                   need_bias ? grad_bias.data_ptr<T>() : nullptr);
-    gather_columns(grad_output.data_ptr<T>(), batch, out, cols, k, padded, kept.data_ptr<T>());
+    gather_columns(grad_output.data_ptr<T>(), batch, out, cols, k, padded, kept.data());
     if (need_input) {
-      std::vector<T> table(k * in);  // the k kept rows of the weight (an ATen op cost ~5 us)
-      for (int64_t j = 0; j < k; ++j)
-        std::memcpy(table.data() + j * in, weight.data_ptr<T>() + cols[j] * in, in * sizeof(T));
+      std::vector<const T*> rows(k);  // the k kept rows of the weight, read where they are
+      for (int64_t j = 0; j < k; ++j) rows[j] = weight.data_ptr<T>() + cols[j] * in;
       grad_input = gradient_empty({batch, in}, options);
-      kept_product(kept.data_ptr<T>(), batch, padded, k, table.data(), in,
+      kept_product(kept.data(), batch, padded, k, RowPointers<T>{rows.data()}, in,
                    grad_input.data_ptr<T>());
     }
     if (!need_weight) return;
-    auto written = at::empty({padded, in}, options);
-    transposed_product(kept.data_ptr<T>(), batch, padded, input.data_ptr<T>(), in,
-                       written.data_ptr<T>());
     // Rows not selected now are cleared (with a persistent buffer: only those written last
-    // time), then the k rows copied in: plain loops, cheaper than indexing ops at small sizes.
+    // time); the product writes the k selected rows in place, the padding columns' rows into
+    // scratch.
     std::vector<char> selected(out, 0);
     for (int64_t j = 0; j < k; ++j) selected[cols[j]] = 1;
     grad_weight = buffer.defined() ? buffer.tensor : gradient_empty({out, in}, options);
@@ -1048,8 +1060,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_unified(
     for (int64_t r = 0; r < out; ++r)
       if (!selected[r] && (nonzero == nullptr || nonzero[r]))
         std::memset(target + r * in, 0, in * sizeof(T));
-    for (int64_t j = 0; j < k; ++j)
-      std::memcpy(target + cols[j] * in, written.data_ptr<T>() + j * in, in * sizeof(T));
+    std::vector<T> padding((padded - k) * in);
+    std::vector<T*> rows(padded);
+    for (int64_t j = 0; j < padded; ++j)
+      rows[j] = j < k ? target + cols[j] * in : padding.data() + (j - k) * in;
+    transposed_product(kept.data(), batch, padded, input.data_ptr<T>(), in, rows.data());
     if (buffer.defined()) std::memcpy(buffer.rows(), selected.data(), out);
   });
   return {grad_input, grad_weight, grad_bias};
@@ -1117,13 +1132,13 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
       std::tie(grad_input, grad_weight, grad_bias) = linear_backward_unified(
           grad_output, input.contiguous(), weight.contiguous(), k, need_input, need_weight,
           need_bias, buffer);
-      touched.fill_(std::min(k, weight.size(0)));
+      *touched.data_ptr<int64_t>() = std::min(k, weight.size(0));  // fill_ costs a dispatch
     } else {
       int64_t rows = 0;
       std::tie(grad_input, grad_weight, rows) = linear_backward_per_example(
           grad_output, input.contiguous(), weight.contiguous(), k, need_input, need_weight,
           buffer);
-      touched.fill_(rows);
+      *touched.data_ptr<int64_t>() = rows;
     }
     if (buffer.defined()) {
       weight.mutable_grad() = buffer.tensor;
