@@ -3,6 +3,9 @@
 For each of the paper's shapes it times the whole autograd backward of one layer (top-k
 selection included; the forward is not timed) for dense ``nn.Linear``, meProp per-example and
 meProp unified, and prints a Markdown table of medians and speed-ups. Run it alone on the machine.
+Dense and meProp take turns (``--rounds`` blocks of calls each), and a layer whose backward takes
+microseconds is called until ``--layer-seconds`` are spent (at most 2,000 calls): 20 calls of a
+0.1 ms backward are 2 ms of measurement, and the machine's slow spells last longer.
 
     python scripts/bench_backprop.py [--threads 2] [--repeats 20] [--device cpu] [--no-kernels]
     python scripts/bench_backprop.py --device cuda --gpu-paper [--cuda-graph] [--persistent-grad]
@@ -50,6 +53,13 @@ def parse_args():
                         help="time the whole training steps only (not the layers)")
     parser.add_argument("--step-seconds", type=float, default=2.0,
                         help="time each model's steps over at least this long (in turns)")
+    parser.add_argument("--layer-seconds", type=float, default=1.0,
+                        help="time each layer's backward over at least this long (at most 2,000 "
+                        "calls; the parser's shapes take their --repeats)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="dense and meProp take turns in this many blocks of calls, layers "
+                        "and whole steps alike (1 with --layer-seconds 0: one block each, the "
+                        "method before session 11)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="GPU only: time each backward captured in a CUDA graph and replayed")
     parser.add_argument("--gpu-paper", action="store_true",
@@ -94,25 +104,53 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def backward_seconds(layer, inputs, grad_output, device):
+    """Seconds of the backward alone of ``layer(inputs)`` (its first element for an LSTM's
+    ``(output, state)``), with ``grad_output`` (None: ones); the forward runs first, untimed."""
+    inputs.grad = None
+    layer.zero_grad(set_to_none=True)
+    output = layer(inputs)
+    if isinstance(output, tuple):
+        output = output[0]
+    if grad_output is None:
+        grad_output = torch.ones_like(output)
+    synchronize(device)
+    start = time.perf_counter()
+    output.backward(grad_output)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def time_backward(layer, inputs, grad_output, device, repeats, warmup):
-    """Median seconds of the backward alone of ``layer(inputs)`` (its first element for an
-    LSTM's ``(output, state)``), with ``grad_output`` (None: ones)."""
-    times = []
-    for rep in range(warmup + repeats):
-        inputs.grad = None
-        layer.zero_grad(set_to_none=True)
-        output = layer(inputs)
-        if isinstance(output, tuple):
-            output = output[0]
-        if grad_output is None:
-            grad_output = torch.ones_like(output)
-        synchronize(device)
-        start = time.perf_counter()
-        output.backward(grad_output)
-        synchronize(device)
-        if rep >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of :func:`backward_seconds` over ``repeats`` after ``warmup``."""
+    times = [backward_seconds(layer, inputs, grad_output, device)
+             for _ in range(warmup + repeats)]
+    return statistics.median(times[warmup:])
+
+
+def time_backwards(layers, inputs, grad_output, device, repeats, warmup, seconds, rounds):
+    """Median backward seconds of each ``(label, layer)``, the layers taking turns.
+
+    As :func:`time_training_steps`: ``rounds`` blocks of consecutive backward calls per layer in
+    turn, so that the machine's slow spells (this VM's timings of a 0.1 ms backward move by half
+    between minutes) hit dense and meProp alike; the first ``warmup`` calls of a block are not
+    counted, nor as many as the block times: a switch leaves transients behind (after a few
+    meProp calls, dense ``nn.LSTM``'s next dozen backward calls took twice their steady time: the
+    allocator's pages), and each layer is timed in its own steady state, as training runs it.
+    Each layer gets at least ``repeats`` timed calls and at least ``seconds`` of them."""
+    first = max(backward_seconds(layers[0][1], inputs, grad_output, device)
+                for _ in range(warmup + 1))
+    repeats = max(repeats, min(2000, int(seconds / max(first, 1e-6))))
+    block = -(-repeats // rounds)
+    settle = max(warmup, block) if rounds > 1 else warmup
+    times = {label: [] for label, _ in layers}
+    for _ in range(rounds):
+        for label, layer in layers:
+            for call in range(settle + block):
+                seconds_taken = backward_seconds(layer, inputs, grad_output, device)
+                if call >= settle:
+                    times[label].append(seconds_taken)
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def gradients(layer, inputs):
@@ -155,19 +193,22 @@ def time_graphed_backward(layer, inputs, grad_output, device, repeats, warmup):
     return statistics.median(times)
 
 
-def bench_case(n_in, n_out, batch, k, device, repeats, warmup, graphed=False):
+def bench_case(n_in, n_out, batch, k, device, repeats, warmup, graphed=False, seconds=0.0,
+               rounds=1):
     torch.manual_seed(0)
     inputs = torch.randn(batch, n_in, device=device, requires_grad=True)
     grad_output = torch.randn(batch, n_out, device=device)
-    timer = time_graphed_backward if graphed else time_backward
     dense = torch.nn.Linear(n_in, n_out, device=device)
-    result = {"dense": timer(dense, inputs, grad_output, device, repeats, warmup)}
+    layers = [("dense", dense)]
     for mode in ("per_example", "unified"):
         layer = meprop.Linear(n_in, n_out, k=k, mode=mode, device=device,
                               persistent_grad=PERSISTENT_GRAD)
         layer.load_state_dict(dense.state_dict())
-        result[mode] = timer(layer, inputs, grad_output, device, repeats, warmup)
-    return result
+        layers.append((mode, layer))
+    if graphed:
+        return {label: time_graphed_backward(layer, inputs, grad_output, device, repeats, warmup)
+                for label, layer in layers}
+    return time_backwards(layers, inputs, grad_output, device, repeats, warmup, seconds, rounds)
 
 
 # The tagger's recurrent layer: a BiLSTM over 50-d words + 7 x 20-d features, hidden 500 per
@@ -175,17 +216,17 @@ def bench_case(n_in, n_out, batch, k, device, repeats, warmup, graphed=False):
 LSTM_CASES = [("POS BiLSTM", 190, 500, 25, 5)]
 
 
-def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup):
+def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup, seconds=0.0, rounds=1):
     torch.manual_seed(0)
     inputs = torch.randn(length, 1, n_in, device=device, requires_grad=True)
     dense = torch.nn.LSTM(n_in, hidden, bidirectional=True, device=device)
-    result = {"dense": time_backward(dense, inputs, None, device, repeats, warmup)}
+    layers = [("dense", dense)]
     for mode in ("per_example", "unified"):
         layer = meprop.LSTM(n_in, hidden, bidirectional=True, k=k, mode=mode, device=device,
                             persistent_grad=PERSISTENT_GRAD)
         layer.load_state_dict(dense.state_dict())
-        result[mode] = time_backward(layer, inputs, None, device, repeats, warmup)
-    return result
+        layers.append((mode, layer))
+    return time_backwards(layers, inputs, None, device, repeats, warmup, seconds, rounds)
 
 
 class _NoWork(torch.autograd.Function):
@@ -294,7 +335,7 @@ def step_models(device):
     ]
 
 
-def bench_steps(device, repeats, warmup, seconds):
+def bench_steps(device, repeats, warmup, seconds, rounds=5):
     print()
     print("| whole training step | dense ms | per-example ms | unified ms | per-example x | "
           "unified x | steps timed |")
@@ -311,7 +352,7 @@ def bench_steps(device, repeats, warmup, seconds):
             runs.append((label, model, make_optimizer("adam", model.parameters(), 1e-4,
                                                       buffers=buffers)))
         times, steps = time_training_steps(runs, inputs, targets, device, repeats, warmup,
-                                           seconds)
+                                           seconds, rounds)
         ms = {key: value * 1e3 for key, value in times.items()}
         print(f"| {name} | {ms['dense']:.3f} | {ms['per_example']:.3f} | {ms['unified']:.3f} | "
               f"{times['dense'] / times['per_example']:.2f} | "
@@ -338,16 +379,18 @@ def main(args):
         print(f"# {torch.cuda.get_device_name(device)}, TF32 matmul "
               f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
-          f"{platform.python_version()}; median of {args.repeats} after {args.warmup} warm-up")
+          f"{platform.python_version()}; median of at least {args.repeats} calls and "
+          f"{args.layer_seconds:g} s per layer, in {args.rounds} rounds of turns, each block "
+          f"after at least {args.warmup} warm-up calls (layers: as many as it times)")
     if args.steps_only:
-        bench_steps(device, args.repeats, args.warmup, args.step_seconds)
+        bench_steps(device, args.repeats, args.warmup, args.step_seconds, args.rounds)
         return
     print("| layer | shape | batch | k | dense ms | per-example ms | unified ms | "
           "per-example x | unified x |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, n_in, n_out, batch, k in cases:
         times = bench_case(n_in, n_out, batch, k, device, args.repeats, args.warmup,
-                           args.cuda_graph)
+                           args.cuda_graph, args.layer_seconds, args.rounds)
         print_row(name, f"{n_in}->{n_out}", batch, k, times)
     if args.cuda_graph:
         return  # the LSTM, the overhead and the whole steps are timed without graphs
@@ -356,11 +399,12 @@ def main(args):
                        [case for case in GPU_PAPER_CASES if case[4] == 32], mode="unified")
         return
     for name, n_in, hidden, length, k in LSTM_CASES:
-        times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup)
+        times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup,
+                                args.layer_seconds, args.rounds)
         print_row(name, f"{n_in}->{hidden} x2, {length} words", 1, k, times)
     if not args.quick:
         bench_overhead(device, args.repeats, args.warmup, CASES[2:4])
-        bench_steps(device, args.repeats, args.warmup, args.step_seconds)
+        bench_steps(device, args.repeats, args.warmup, args.step_seconds, args.rounds)
 
 
 if __name__ == "__main__":
