@@ -20,8 +20,10 @@ product over all kept entries in the backward pass; only the recurrent products 
 
 On the CPU (float32/float64, top-k) the sparse BPTT runs as one compiled call
 (``meprop.kernels``, ``lstm_backward`` in ``cpu.cpp``): the same rule, without eager
-PyTorch's per-operation cost at every step. The code below is the reference and the path
-everywhere else.
+PyTorch's per-operation cost at every step. A layer's directions are one autograd node, so
+that call runs a BiLSTM's two directions side by side, one thread each: every step is a chain
+of small products waiting on memory, which a second thread within one direction cannot
+shorten. The code below is the reference and the path everywhere else.
 """
 
 import torch
@@ -46,174 +48,244 @@ def _step_rows(batch_sizes, reverse):
     return steps[::-1] if reverse else steps
 
 
-class LSTMLayerFunction(torch.autograd.Function):
-    """One LSTM layer in one direction over packed data.
+PARAMS = 6  # per direction: h0, c0, weight_ih, weight_hh, bias_ih, bias_hh
+SAVED = 6  # per direction: weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows
+FIXED = 7  # apply's arguments before the parameters
 
-    ``apply(data [N, in], h0 [B, H], c0 [B, H], weight_ih [4H, in], weight_hh [4H, H],
-    bias_ih, bias_hh ([4H] or None), batch_sizes (list of ints), reverse, k, mode, selection,
-    record)`` returns ``(output [N, H], h_n [B, H], c_n [B, H])`` followed by four tensors
-    the backward needs (gate activations, cells, previous h and c per row), which carry no
-    gradient. ``k`` None or 0 gives the exact dense BPTT with dense products; ``k >= H`` keeps
-    every entry but still runs the sparse products (the tests compare the two).
+
+class LSTMLayerFunction(torch.autograd.Function):
+    """One LSTM layer, all its directions (1, or 2 with the reverse one second), over packed
+    data: one autograd node, so that the compiled backward can run the directions side by side.
+
+    ``apply(data [N, in], batch_sizes (list of ints), k, mode, selection, records,
+    grad_buffers, *params)`` with ``params`` per direction ``h0 [B, H], c0 [B, H],
+    weight_ih [4H, in], weight_hh [4H, H], bias_ih, bias_hh ([4H] or None)``; ``records`` and
+    ``grad_buffers`` (or None) hold one entry per direction. Returns ``(output [N, D * H],
+    then h_n, c_n [B, H] per direction)`` followed by four tensors per direction the backward
+    needs (gate activations, cells, previous h and c per row), which carry no gradient.
+    ``k`` None or 0 gives the exact dense BPTT with dense products; ``k >= H`` keeps every
+    entry but still runs the sparse products (the tests compare the two).
     """
 
     @staticmethod
-    def forward(data, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, reverse, k,
-                mode, selection, record, grad_buffers):
-        hidden = weight_hh.shape[1]
-        bias = None
-        if bias_ih is not None:
-            bias = bias_ih + bias_hh
-        projected = F.linear(data, weight_ih, bias)  # every step's input product at once
-        kernel = kernels.usable(projected, h0, c0, weight_hh)
-        if kernel is not None:
-            return tuple(kernel.lstm_forward(projected, h0.contiguous(), c0.contiguous(),
-                                             weight_hh.contiguous(), list(batch_sizes), reverse))
-        rows_total = data.shape[0]
-        output = data.new_empty(rows_total, hidden)
-        gates = data.new_empty(rows_total, N_GATES * hidden)
-        cells = data.new_empty(rows_total, hidden)
-        h_prev_rows = data.new_empty(rows_total, hidden)
-        c_prev_rows = data.new_empty(rows_total, hidden)
-        h, c = h0.clone(), c0.clone()
-        for start, size in _step_rows(batch_sizes, reverse):
-            rows = slice(start, start + size)
-            h_prev_rows[rows], c_prev_rows[rows] = h[:size], c[:size]
-            pre = torch.addmm(projected[rows], h[:size], weight_hh.t())
-            act = pre.sigmoid()
-            act[:, 2 * hidden:3 * hidden] = pre[:, 2 * hidden:3 * hidden].tanh()
-            in_gate, forget_gate, cell_gate, out_gate = act.chunk(N_GATES, 1)
-            c_new = torch.addcmul(forget_gate * c[:size], in_gate, cell_gate)
-            h_new = out_gate * c_new.tanh()
-            gates[rows], cells[rows], output[rows] = act, c_new, h_new
-            h[:size], c[:size] = h_new, c_new
-        return output, h, c, gates, cells, h_prev_rows, c_prev_rows
+    def forward(data, batch_sizes, k, mode, selection, records, grad_buffers, *params):
+        directions = len(params) // PARAMS
+        outputs, states, internals = [], [], []
+        for direction in range(directions):
+            output, h_n, c_n, *kept = _direction_forward(
+                data, *params[direction * PARAMS:(direction + 1) * PARAMS], batch_sizes,
+                reverse=direction == 1)
+            outputs.append(output)
+            states += [h_n, c_n]
+            internals += kept
+        output = outputs[0] if directions == 1 else torch.cat(outputs, dim=1)
+        return (output, *states, *internals)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        data, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes, reverse, k, mode, \
-            selection, record, grad_buffers = inputs
-        gates, cells, h_prev_rows, c_prev_rows = output[3:]
-        ctx.mark_non_differentiable(gates, cells, h_prev_rows, c_prev_rows)
-        ctx.save_for_backward(data, weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows)
-        ctx.batch_sizes, ctx.reverse, ctx.k, ctx.mode = batch_sizes, reverse, k, mode
-        ctx.selection, ctx.record = selection, record
+        data, batch_sizes, k, mode, selection, records, grad_buffers, *params = inputs
+        directions = len(params) // PARAMS
+        internals = output[1 + 2 * directions:]
+        ctx.mark_non_differentiable(*internals)
+        saved = [data]
+        for direction in range(directions):
+            weight_ih, weight_hh = params[direction * PARAMS + 2:direction * PARAMS + 4]
+            saved += [weight_ih, weight_hh, *internals[4 * direction:4 * (direction + 1)]]
+        ctx.save_for_backward(*saved)
+        ctx.batch_sizes, ctx.k, ctx.mode, ctx.selection = batch_sizes, k, mode, selection
+        ctx.records, ctx.directions = records, directions
         # The parameters themselves (saved_tensors need not give back the same objects): a
         # persistent gradient buffer becomes their .grad directly.
         ctx.grad_buffers = grad_buffers
-        ctx.weights = (weight_ih, weight_hh) if grad_buffers is not None else None
+        ctx.weights = [params[direction * PARAMS + 2:direction * PARAMS + 4]
+                       for direction in range(directions)] if grad_buffers is not None else None
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_output, grad_h_n, grad_c_n, *unused):
-        data, weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows = ctx.saved_tensors
-        hidden = weight_hh.shape[1]
+    def backward(ctx, grad_output, *grads):
+        data, *saved = ctx.saved_tensors
+        directions = ctx.directions
+        hidden = saved[1].shape[1]
+        grad_outputs = grad_output.split(hidden, dim=1) if directions == 2 else [grad_output]
+        needs = ctx.needs_input_grad
+        need_data = needs[0]
+        per_direction = [(grad_outputs[d], grads[2 * d], grads[2 * d + 1],
+                          saved[SAVED * d:SAVED * (d + 1)],
+                          needs[FIXED + PARAMS * d:FIXED + PARAMS * (d + 1)])
+                         for d in range(directions)]
         dense = ctx.k is None or ctx.k == 0
         k = None if dense else min(ctx.k, hidden)
         kernel = None
         if not dense and ctx.selection == "topk":
-            kernel = kernels.usable(grad_output, data, weight_ih, weight_hh, gates)
+            kernel = kernels.usable(grad_output, data, *saved)
         if kernel is not None:
-            return _compiled_backward(ctx, kernel, k, grad_output, grad_h_n, grad_c_n)
-        grad_pre = torch.empty_like(gates)  # the full gate gradient, for the biases
-        if not dense:
-            kept_columns = torch.empty(gates.shape[0], N_GATES * k, dtype=torch.long,
-                                       device=gates.device)
-            kept_values = gates.new_empty(gates.shape[0], N_GATES * k)
-        # Everything of the gate derivatives that does not depend on the incoming gradient is
-        # computed for all rows at once, so each time step needs only a few small operations:
-        #   d pre = [dc, dc, dc, dh] * factors,   dc += dh * out_factor
-        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(N_GATES, 1)
-        tanh_cell = cells.tanh()
-        factors = torch.cat([cell_gate * in_gate * (1 - in_gate),
-                             c_prev_rows * forget_gate * (1 - forget_gate),
-                             in_gate * (1 - cell_gate * cell_gate),
-                             tanh_cell * out_gate * (1 - out_gate)], dim=1)
-        factors = factors.view(-1, N_GATES, hidden)
-        out_factor = out_gate * (1 - tanh_cell * tanh_cell)
-        grad_pre_gates = grad_pre.view(-1, N_GATES, hidden)
-        grad_h, grad_c = grad_h_n.clone(), grad_c_n.clone()
-        for start, size in reversed(_step_rows(ctx.batch_sizes, ctx.reverse)):
-            rows = slice(start, start + size)
-            grad_h_step = grad_output[rows] + grad_h[:size]
-            grad_c_step = torch.addcmul(grad_c[:size], grad_h_step, out_factor[rows])
-            per_gate = torch.stack([grad_c_step, grad_c_step, grad_c_step, grad_h_step], dim=1)
-            torch.mul(per_gate, factors[rows], out=grad_pre_gates[rows])
-            step_grad = grad_pre[rows]
-            if dense:
-                grad_h[:size] = step_grad @ weight_hh
-            else:
-                columns = gate_indices(step_grad, k, N_GATES, ctx.mode, ctx.selection)
-                values = step_grad.gather(1, columns)
-                kept_columns[rows], kept_values[rows] = columns, values
-                grad_h[:size] = F.embedding_bag(columns, weight_hh, per_sample_weights=values,
-                                                mode="sum")
-            grad_c[:size] = grad_c_step * forget_gate[rows]
-
-        need_data, _, _, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:7]
-        grad_data = grad_w_ih = grad_w_hh = None
-        if dense:
-            if need_data:
-                grad_data = grad_pre @ weight_ih
-            if need_w_ih:
-                grad_w_ih = grad_pre.t() @ data
-            if need_w_hh:
-                grad_w_hh = grad_pre.t() @ h_prev_rows
-            touched = weight_hh.shape[0]
+            results = _compiled_backward(ctx, kernel, k, data, per_direction)
         else:
-            if need_data:
-                grad_data = F.embedding_bag(kept_columns, weight_ih,
-                                            per_sample_weights=kept_values, mode="sum")
-            grad_w_ih, counts = sparse_weight_grad(kept_columns, kept_values, data,
-                                                   weight_ih.shape[0])
-            if need_w_hh:
-                grad_w_hh, _ = sparse_weight_grad(kept_columns, kept_values, h_prev_rows,
-                                                  weight_hh.shape[0])
-            touched = (counts > 0).sum()
-        if ctx.record is not None:
-            ctx.record.touched = touched
-        grad_bias = grad_pre.sum(0) if (need_b_ih or need_b_hh) else None
-        return (grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh,
-                grad_bias if need_b_ih else None, grad_bias if need_b_hh else None,
-                None, None, None, None, None, None, None)
+            results = [_reference_backward(ctx, k, data, *args, need_data=need_data,
+                                           reverse=d == 1)
+                       for d, args in enumerate(per_direction)]
+        grad_data = None
+        param_grads = []
+        for direction, (part_data, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
+                        touched) in enumerate(results):
+            if need_data and part_data is not None:
+                grad_data = part_data if grad_data is None else grad_data + part_data
+            if ctx.records is not None and ctx.records[direction] is not None:
+                ctx.records[direction].touched = touched
+            need_b_ih, need_b_hh = per_direction[direction][4][4:6]
+            param_grads += [grad_h0, grad_c0, grad_w_ih, grad_w_hh,
+                            grad_bias if need_b_ih else None, grad_bias if need_b_hh else None]
+        return (grad_data, None, None, None, None, None, None, *param_grads)
 
 
-def _compiled_backward(ctx, kernel, k, grad_output, grad_h_n, grad_c_n):
-    """:meth:`LSTMLayerFunction.backward` as one call into the compiled CPU kernels."""
-    data, weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows = ctx.saved_tensors
-    need_data, _, _, need_w_ih, need_w_hh, need_b_ih, need_b_hh = ctx.needs_input_grad[:7]
-    into = _buffers_to_use(ctx, kernel, (need_w_ih, need_w_hh))
-    grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias, touched = kernel.lstm_backward(
-        grad_output.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), data.contiguous(),
-        weight_ih.contiguous(), weight_hh.contiguous(), gates, cells, h_prev_rows, c_prev_rows,
-        list(ctx.batch_sizes), ctx.reverse, k, ctx.mode == "unified", need_data,
-        *into[0], *into[1])
-    if ctx.record is not None:
-        ctx.record.touched = touched
-    grads = [grad_w_ih if need_w_ih else None, grad_w_hh if need_w_hh else None]
-    for index, (buffer, _) in enumerate(into):
-        if buffer is not None:  # written in place: it is the parameter's gradient now
-            ctx.weights[index].grad = buffer
-            grads[index] = None
-    return (grad_data, grad_h, grad_c, *grads, grad_bias if need_b_ih else None,
-            grad_bias if need_b_hh else None, None, None, None, None, None, None, None)
+def _direction_forward(data, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes,
+                       reverse):
+    """One direction's forward: ``(output, h_n, c_n, gates, cells, h_prev_rows,
+    c_prev_rows)``."""
+    hidden = weight_hh.shape[1]
+    bias = None
+    if bias_ih is not None:
+        bias = bias_ih + bias_hh
+    projected = F.linear(data, weight_ih, bias)  # every step's input product at once
+    kernel = kernels.usable(projected, h0, c0, weight_hh)
+    if kernel is not None:
+        return tuple(kernel.lstm_forward(projected, h0.contiguous(), c0.contiguous(),
+                                         weight_hh.contiguous(), list(batch_sizes), reverse))
+    rows_total = data.shape[0]
+    output = data.new_empty(rows_total, hidden)
+    gates = data.new_empty(rows_total, N_GATES * hidden)
+    cells = data.new_empty(rows_total, hidden)
+    h_prev_rows = data.new_empty(rows_total, hidden)
+    c_prev_rows = data.new_empty(rows_total, hidden)
+    h, c = h0.clone(), c0.clone()
+    for start, size in _step_rows(batch_sizes, reverse):
+        rows = slice(start, start + size)
+        h_prev_rows[rows], c_prev_rows[rows] = h[:size], c[:size]
+        pre = torch.addmm(projected[rows], h[:size], weight_hh.t())
+        act = pre.sigmoid()
+        act[:, 2 * hidden:3 * hidden] = pre[:, 2 * hidden:3 * hidden].tanh()
+        in_gate, forget_gate, cell_gate, out_gate = act.chunk(N_GATES, 1)
+        c_new = torch.addcmul(forget_gate * c[:size], in_gate, cell_gate)
+        h_new = out_gate * c_new.tanh()
+        gates[rows], cells[rows], output[rows] = act, c_new, h_new
+        h[:size], c[:size] = h_new, c_new
+    return output, h, c, gates, cells, h_prev_rows, c_prev_rows
+
+
+def _reference_backward(ctx, k, data, grad_output, grad_h_n, grad_c_n, saved, needs, need_data,
+                        reverse):
+    """One direction's sparse (or, k None, dense) BPTT in PyTorch operations: ``(grad_data,
+    grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, rows touched)``."""
+    weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows = saved
+    _, _, need_w_ih, need_w_hh, need_b_ih, need_b_hh = needs
+    hidden = weight_hh.shape[1]
+    dense = k is None
+    grad_pre = torch.empty_like(gates)  # the full gate gradient, for the biases
+    if not dense:
+        kept_columns = torch.empty(gates.shape[0], N_GATES * k, dtype=torch.long,
+                                   device=gates.device)
+        kept_values = gates.new_empty(gates.shape[0], N_GATES * k)
+    # Everything of the gate derivatives that does not depend on the incoming gradient is
+    # computed for all rows at once, so each time step needs only a few small operations:
+    #   d pre = [dc, dc, dc, dh] * factors,   dc += dh * out_factor
+    in_gate, forget_gate, cell_gate, out_gate = gates.chunk(N_GATES, 1)
+    tanh_cell = cells.tanh()
+    factors = torch.cat([cell_gate * in_gate * (1 - in_gate),
+                         c_prev_rows * forget_gate * (1 - forget_gate),
+                         in_gate * (1 - cell_gate * cell_gate),
+                         tanh_cell * out_gate * (1 - out_gate)], dim=1)
+    factors = factors.view(-1, N_GATES, hidden)
+    out_factor = out_gate * (1 - tanh_cell * tanh_cell)
+    grad_pre_gates = grad_pre.view(-1, N_GATES, hidden)
+    grad_h, grad_c = grad_h_n.clone(), grad_c_n.clone()
+    for start, size in reversed(_step_rows(ctx.batch_sizes, reverse)):
+        rows = slice(start, start + size)
+        grad_h_step = grad_output[rows] + grad_h[:size]
+        grad_c_step = torch.addcmul(grad_c[:size], grad_h_step, out_factor[rows])
+        per_gate = torch.stack([grad_c_step, grad_c_step, grad_c_step, grad_h_step], dim=1)
+        torch.mul(per_gate, factors[rows], out=grad_pre_gates[rows])
+        step_grad = grad_pre[rows]
+        if dense:
+            grad_h[:size] = step_grad @ weight_hh
+        else:
+            columns = gate_indices(step_grad, k, N_GATES, ctx.mode, ctx.selection)
+            values = step_grad.gather(1, columns)
+            kept_columns[rows], kept_values[rows] = columns, values
+            grad_h[:size] = F.embedding_bag(columns, weight_hh, per_sample_weights=values,
+                                            mode="sum")
+        grad_c[:size] = grad_c_step * forget_gate[rows]
+
+    grad_data = grad_w_ih = grad_w_hh = None
+    if dense:
+        if need_data:
+            grad_data = grad_pre @ weight_ih
+        if need_w_ih:
+            grad_w_ih = grad_pre.t() @ data
+        if need_w_hh:
+            grad_w_hh = grad_pre.t() @ h_prev_rows
+        touched = weight_hh.shape[0]
+    else:
+        if need_data:
+            grad_data = F.embedding_bag(kept_columns, weight_ih, per_sample_weights=kept_values,
+                                        mode="sum")
+        grad_w_ih, counts = sparse_weight_grad(kept_columns, kept_values, data,
+                                               weight_ih.shape[0])
+        if need_w_hh:
+            grad_w_hh, _ = sparse_weight_grad(kept_columns, kept_values, h_prev_rows,
+                                              weight_hh.shape[0])
+        touched = (counts > 0).sum()
+    grad_bias = grad_pre.sum(0) if (need_b_ih or need_b_hh) else None
+    return (grad_data, grad_h, grad_c, grad_w_ih if need_w_ih else None, grad_w_hh, grad_bias,
+            touched)
+
+
+def _compiled_backward(ctx, kernel, k, data, per_direction):
+    """:meth:`LSTMLayerFunction.backward` as one call into the compiled CPU kernels, which run
+    the directions side by side; a list of the :func:`_reference_backward` tuples."""
+    directions = ctx.directions
+    into = _buffers_to_use(ctx, kernel, [needs[2:4] for *_, needs in per_direction])
+    lists = [[] for _ in range(9)]
+    for grad_output, grad_h_n, grad_c_n, saved, _ in per_direction:
+        for bucket, tensor in zip(lists, (grad_output, grad_h_n, grad_c_n, *saved),
+                                  strict=True):
+            bucket.append(tensor.contiguous())
+    results = kernel.lstm_backward_directions(
+        *lists[:3], data.contiguous(), *lists[3:], list(ctx.batch_sizes), k,
+        ctx.mode == "unified", ctx.needs_input_grad[0],
+        *([into[d][part][index] for d in range(directions)] for part in range(2)
+          for index in range(2)))
+    grads = []
+    for direction, (grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias,
+                    touched) in enumerate(results):
+        needs = per_direction[direction][4]
+        weight_grads = [grad_w_ih if needs[2] else None, grad_w_hh if needs[3] else None]
+        for index, (buffer, _) in enumerate(into[direction]):
+            if buffer is not None:  # written in place: it is the parameter's gradient now
+                ctx.weights[direction][index].grad = buffer
+                weight_grads[index] = None
+        grads.append((grad_data, grad_h, grad_c, *weight_grads, grad_bias, touched))
+    return grads
 
 
 def _buffers_to_use(ctx, kernel, needed):
-    """Per weight (ih, hh): its persistent gradient ``(buffer, nonzero)`` where the backward
-    may write it as the parameter's .grad — a plain ``backward()`` and no gradient there yet —
-    else ``(None, None)``, marking an unused buffer wholly stale (see GradBuffer)."""
+    """Per direction, per weight (ih, hh): its persistent gradient ``(buffer, nonzero)`` where
+    the backward may write it as the parameter's .grad — a plain ``backward()`` and no
+    gradient there yet — else ``(None, None)``, marking an unused buffer wholly stale (see
+    GradBuffer)."""
     if ctx.grad_buffers is None:
-        return [(None, None), (None, None)]
+        return [[(None, None), (None, None)] for _ in range(ctx.directions)]
     plain = kernel.plain_backward()
     into = []
-    for weight, buffer, need in zip(ctx.weights, ctx.grad_buffers, needed, strict=True):
-        if need and plain and weight.is_leaf and weight.grad is None and (
-                not has_grad_hooks(weight)):
-            into.append(buffer.tensors(weight))
-        else:
-            buffer.mark_stale()
-            into.append((None, None))
+    for weights, buffers, needs in zip(ctx.weights, ctx.grad_buffers, needed, strict=True):
+        pair = []
+        for weight, buffer, need in zip(weights, buffers, needs, strict=True):
+            if need and plain and weight.is_leaf and weight.grad is None and (
+                    not has_grad_hooks(weight)):
+                pair.append(buffer.tensors(weight))
+            else:
+                buffer.mark_stale()
+                pair.append((None, None))
+        into.append(pair)
     return into
 
 
@@ -258,22 +330,20 @@ def lstm_forward(module, input, hx=None):
             h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
     layer_input, h_n, c_n = data, [], []
     for layer in range(module.num_layers):
-        outputs = []
+        params, first = [], layer * directions
         for direction in range(directions):
             suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            index = layer * directions + direction
-            bias_ih = getattr(module, "bias_ih" + suffix) if module.bias else None
-            bias_hh = getattr(module, "bias_hh" + suffix) if module.bias else None
-            output, h_last, c_last, *_ = LSTMLayerFunction.apply(
-                layer_input, h0[index], c0[index], getattr(module, "weight_ih" + suffix),
-                getattr(module, "weight_hh" + suffix), bias_ih, bias_hh, batch_sizes,
-                bool(direction), module.k, module.meprop_mode, module.selection,
-                module._part_records[index],
-                None if module._grad_buffers is None else module._grad_buffers[index])
-            outputs.append(output)
-            h_n.append(h_last)
-            c_n.append(c_last)
-        layer_input = torch.cat(outputs, dim=1) if directions == 2 else outputs[0]
+            params += [h0[first + direction], c0[first + direction],
+                       getattr(module, "weight_ih" + suffix), getattr(module, "weight_hh" + suffix),
+                       getattr(module, "bias_ih" + suffix) if module.bias else None,
+                       getattr(module, "bias_hh" + suffix) if module.bias else None]
+        buffers = None if module._grad_buffers is None else (
+            module._grad_buffers[first:first + directions])
+        layer_input, *states = LSTMLayerFunction.apply(
+            layer_input, batch_sizes, module.k, module.meprop_mode, module.selection,
+            module._part_records[first:first + directions], buffers, *params)
+        h_n += states[0:2 * directions:2]
+        c_n += states[1:2 * directions:2]
         if module.dropout and module.training and layer < module.num_layers - 1:
             layer_input = F.dropout(layer_input, module.dropout, training=True)
     h_n, c_n = torch.stack(h_n), torch.stack(c_n)

@@ -1308,6 +1308,43 @@ lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   return {grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_pre.sum(0), touched};
 }
 
+using LstmGrads =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t>;
+
+// lstm_backward for every direction of one layer (entry d of each list: direction d, reverse
+// for d = 1), the directions on threads of their own. Each direction's steps are a chain of
+// small products, each waiting on memory (rows of W_hh far apart), and its parts below the
+// size where they would split across threads: run side by side, the two directions of a
+// BiLSTM take the time of one.
+std::vector<LstmGrads> lstm_backward_directions(
+    const std::vector<at::Tensor>& grad_output, const std::vector<at::Tensor>& grad_h_n,
+    const std::vector<at::Tensor>& grad_c_n, const at::Tensor& data,
+    const std::vector<at::Tensor>& weight_ih, const std::vector<at::Tensor>& weight_hh,
+    const std::vector<at::Tensor>& gates, const std::vector<at::Tensor>& cells,
+    const std::vector<at::Tensor>& h_prev_rows, const std::vector<at::Tensor>& c_prev_rows,
+    const std::vector<int64_t>& batch_sizes, int64_t k, bool unified, bool need_data,
+    const std::vector<std::optional<at::Tensor>>& buffer_ih,
+    const std::vector<std::optional<at::Tensor>>& nonzero_ih,
+    const std::vector<std::optional<at::Tensor>>& buffer_hh,
+    const std::vector<std::optional<at::Tensor>>& nonzero_hh) {
+  const int64_t directions = static_cast<int64_t>(grad_output.size());
+  TORCH_CHECK(directions >= 1 && directions <= 2, "an LSTM layer has 1 or 2 directions");
+  for (const size_t size : {grad_h_n.size(), grad_c_n.size(), weight_ih.size(), weight_hh.size(),
+                            gates.size(), cells.size(), h_prev_rows.size(), c_prev_rows.size(),
+                            buffer_ih.size(), nonzero_ih.size(), buffer_hh.size(),
+                            nonzero_hh.size()})
+    TORCH_CHECK(static_cast<int64_t>(size) == directions, "one entry per direction");
+  std::vector<LstmGrads> grads(directions);
+  at::parallel_for(0, directions, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t d = begin; d < end; ++d)
+      grads[d] = lstm_backward(grad_output[d], grad_h_n[d], grad_c_n[d], data, weight_ih[d],
+                               weight_hh[d], gates[d], cells[d], h_prev_rows[d], c_prev_rows[d],
+                               batch_sizes, d == 1, k, unified, need_data, buffer_ih[d],
+                               nonzero_ih[d], buffer_hh[d], nonzero_hh[d]);
+  });
+  return grads;
+}
+
 // The forward of one LSTM layer in one direction over packed rows (see meprop/lstm.py):
 // ``projected`` [N, 4H] holds W_ih x + b_ih + b_hh for every row. Returns (output, h_n, c_n,
 // gates, cells, h_prev_rows, c_prev_rows), the last four for the backward. Per step: ATen's
@@ -1478,6 +1515,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("linear", &linear);
   module.def("topk_columns", &topk_columns);
   module.def("lstm_backward", &lstm_backward);
+  module.def("lstm_backward_directions", &lstm_backward_directions);
   module.def("plain_backward", &plain_backward);
   module.def("lstm_forward", &lstm_forward);
   module.def("touched_rows_adam", &touched_rows_adam);
