@@ -71,10 +71,7 @@ class LSTMLayerFunction(torch.autograd.Function):
     def forward(data, batch_sizes, k, mode, selection, records, grad_buffers, *params):
         directions = len(params) // PARAMS
         outputs, states, internals = [], [], []
-        for direction in range(directions):
-            output, h_n, c_n, *kept = _direction_forward(
-                data, *params[direction * PARAMS:(direction + 1) * PARAMS], batch_sizes,
-                reverse=direction == 1)
+        for output, h_n, c_n, *kept in _directions_forward(data, params, batch_sizes):
             outputs.append(output)
             states += [h_n, c_n]
             internals += kept
@@ -138,25 +135,37 @@ class LSTMLayerFunction(torch.autograd.Function):
         return (grad_data, None, None, None, None, None, None, *param_grads)
 
 
-def _direction_forward(data, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, batch_sizes,
-                       reverse):
-    """One direction's forward: ``(output, h_n, c_n, gates, cells, h_prev_rows,
-    c_prev_rows)``."""
-    hidden = weight_hh.shape[1]
-    bias = None
-    if bias_ih is not None:
-        bias = bias_ih + bias_hh
-    projected = F.linear(data, weight_ih, bias)  # every step's input product at once
-    kernel = kernels.usable(projected, h0, c0, weight_hh)
+def _directions_forward(data, params, batch_sizes):
+    """Each direction's forward ``(output, h_n, c_n, gates, cells, h_prev_rows, c_prev_rows)``;
+    ``params`` as :class:`LSTMLayerFunction` takes them. The compiled kernels run the
+    directions side by side."""
+    projected, h0s, c0s, recurrent = [], [], [], []
+    for direction in range(len(params) // PARAMS):
+        h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = params[
+            direction * PARAMS:(direction + 1) * PARAMS]
+        bias = None
+        if bias_ih is not None:
+            bias = bias_ih + bias_hh
+        projected.append(F.linear(data, weight_ih, bias))  # every step's input product at once
+        h0s.append(h0.contiguous())
+        c0s.append(c0.contiguous())
+        recurrent.append(weight_hh.contiguous())
+    kernel = kernels.usable(projected[0], *projected[1:], *h0s, *c0s, *recurrent)
     if kernel is not None:
-        return tuple(kernel.lstm_forward(projected, h0.contiguous(), c0.contiguous(),
-                                         weight_hh.contiguous(), list(batch_sizes), reverse))
-    rows_total = data.shape[0]
-    output = data.new_empty(rows_total, hidden)
-    gates = data.new_empty(rows_total, N_GATES * hidden)
-    cells = data.new_empty(rows_total, hidden)
-    h_prev_rows = data.new_empty(rows_total, hidden)
-    c_prev_rows = data.new_empty(rows_total, hidden)
+        return kernel.lstm_forward_directions(projected, h0s, c0s, recurrent, list(batch_sizes))
+    return [_direction_forward(*args, batch_sizes, reverse=direction == 1)
+            for direction, args in enumerate(zip(projected, h0s, c0s, recurrent, strict=True))]
+
+
+def _direction_forward(projected, h0, c0, weight_hh, batch_sizes, reverse):
+    """One direction's forward in PyTorch operations, from its input products ``projected``."""
+    hidden = weight_hh.shape[1]
+    rows_total = projected.shape[0]
+    output = projected.new_empty(rows_total, hidden)
+    gates = projected.new_empty(rows_total, N_GATES * hidden)
+    cells = projected.new_empty(rows_total, hidden)
+    h_prev_rows = projected.new_empty(rows_total, hidden)
+    c_prev_rows = projected.new_empty(rows_total, hidden)
     h, c = h0.clone(), c0.clone()
     for start, size in _step_rows(batch_sizes, reverse):
         rows = slice(start, start + size)

@@ -1,5 +1,6 @@
 """The compiled CPU kernels (meprop/kernels) against the pure-PyTorch reference path."""
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -199,6 +200,36 @@ def test_lstm_kernel_matches_reference(mode, dtype, hidden, lengths):
     reference = lstm_grads(module, sequences, compiled=False)
     for got, expected in zip(compiled, reference, strict=True):
         torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+def test_lstm_directions_side_by_side_match_reference_with_state_gradients(mode):
+    """The compiled forward and backward run a layer's two directions on threads of their own
+    (with one thread, one after the other): outputs, final states and the gradients of the
+    initial states and parameters agree with the reference, and the states stay in the graph."""
+    torch.manual_seed(5)
+    module = meprop.LSTM(6, 9, num_layers=2, bidirectional=True, k=3, mode=mode).double()
+    x = torch.randn(7, 4, 6, dtype=torch.float64)
+    state = torch.randn(2, 4, 4, 9, dtype=torch.float64)
+    results = []
+    threads = torch.get_num_threads()
+    for compiled, n_threads in [(True, 2), (True, 1), (False, 2)]:
+        torch.set_num_threads(n_threads)
+        module.zero_grad()
+        h0, c0 = (part.clone().requires_grad_() for part in state)
+        try:
+            with contextlib.nullcontext() if compiled else kernels.disabled():
+                output, (h_n, c_n) = module(x, (h0, c0))
+                assert output.grad_fn is not None and h_n.grad_fn is not None
+                (output.sin().sum() + h_n.cos().sum() + (c_n * c_n).sum()).backward()
+        finally:
+            torch.set_num_threads(threads)
+        results.append([output.detach(), h_n.detach(), c_n.detach(), h0.grad, c0.grad]
+                       + [p.grad.clone() for p in module.parameters()])
+    for other in results[1:]:
+        for got, expected in zip(results[0], other, strict=True):
+            torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
 
 
 def test_disabled_block_and_environment_switch_the_kernels_off():

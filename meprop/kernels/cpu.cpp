@@ -1336,6 +1336,9 @@ std::vector<LstmGrads> lstm_backward_directions(
     TORCH_CHECK(static_cast<int64_t>(size) == directions, "one entry per direction");
   std::vector<LstmGrads> grads(directions);
   at::parallel_for(0, directions, 1, [&](int64_t begin, int64_t end) {
+    // Grad mode is thread-local and at::parallel_for does not carry it to its threads: the
+    // ATen calls inside (clone, tanh, sum) must not record a graph there either.
+    at::NoGradGuard no_grad;
     for (int64_t d = begin; d < end; ++d)
       grads[d] = lstm_backward(grad_output[d], grad_h_n[d], grad_c_n[d], data, weight_ih[d],
                                weight_hh[d], gates[d], cells[d], h_prev_rows[d], c_prev_rows[d],
@@ -1402,6 +1405,27 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& projected, const at::Tens
     }
   });
   return {output, h, c, gates, cells, h_prev_rows, c_prev_rows};
+}
+
+// lstm_forward for every direction of one layer (entry d: direction d, reverse for d = 1), the
+// directions on threads of their own, as in lstm_backward_directions: at one sentence a step's
+// recurrent product is too small to split, so each direction would leave a core idle.
+std::vector<std::vector<at::Tensor>> lstm_forward_directions(
+    const std::vector<at::Tensor>& projected, const std::vector<at::Tensor>& h0,
+    const std::vector<at::Tensor>& c0, const std::vector<at::Tensor>& weight_hh,
+    const std::vector<int64_t>& batch_sizes) {
+  const int64_t directions = static_cast<int64_t>(projected.size());
+  TORCH_CHECK(directions >= 1 && directions <= 2, "an LSTM layer has 1 or 2 directions");
+  TORCH_CHECK(h0.size() == projected.size() && c0.size() == projected.size() &&
+                  weight_hh.size() == projected.size(),
+              "one entry per direction");
+  std::vector<std::vector<at::Tensor>> outputs(directions);
+  at::parallel_for(0, directions, 1, [&](int64_t begin, int64_t end) {
+    at::NoGradGuard no_grad;  // as in lstm_backward_directions
+    for (int64_t d = begin; d < end; ++d)
+      outputs[d] = lstm_forward(projected[d], h0[d], c0[d], weight_hh[d], batch_sizes, d == 1);
+  });
+  return outputs;
 }
 
 // The optimizer step on the rows meProp touched (meprop/optim.py has the same rule in PyTorch
@@ -1518,6 +1542,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lstm_backward_directions", &lstm_backward_directions);
   module.def("plain_backward", &plain_backward);
   module.def("lstm_forward", &lstm_forward);
+  module.def("lstm_forward_directions", &lstm_forward_directions);
   module.def("touched_rows_adam", &touched_rows_adam);
   module.def("touched_rows_adagrad", &touched_rows_adagrad);
 }
