@@ -84,6 +84,9 @@ class LSTMLayerFunction(torch.autograd.Function):
         directions = len(params) // PARAMS
         internals = output[1 + 2 * directions:]
         ctx.mark_non_differentiable(*internals)
+        # Outputs nobody used get None, not zeros: materialised, the internals' zero gradients
+        # were 0.7 MB to allocate and clear per backward at the tagger's shape.
+        ctx.set_materialize_grads(False)
         saved = [data]
         for direction in range(directions):
             weight_ih, weight_hh = params[direction * PARAMS + 2:direction * PARAMS + 4]
@@ -103,24 +106,30 @@ class LSTMLayerFunction(torch.autograd.Function):
         data, *saved = ctx.saved_tensors
         directions = ctx.directions
         hidden = saved[1].shape[1]
-        grad_outputs = grad_output.split(hidden, dim=1) if directions == 2 else [grad_output]
+        if grad_output is None:
+            grad_output = saved[2].new_zeros(data.shape[0], directions * hidden)
+        state_grads = grads[:2 * directions]  # h_n, c_n per direction; None where unused
         needs = ctx.needs_input_grad
         need_data = needs[0]
-        per_direction = [(grad_outputs[d], grads[2 * d], grads[2 * d + 1],
-                          saved[SAVED * d:SAVED * (d + 1)],
-                          needs[FIXED + PARAMS * d:FIXED + PARAMS * (d + 1)])
-                         for d in range(directions)]
+        param_needs = [needs[FIXED + PARAMS * d:FIXED + PARAMS * (d + 1)]
+                       for d in range(directions)]
         dense = ctx.k is None or ctx.k == 0
         k = None if dense else min(ctx.k, hidden)
         kernel = None
         if not dense and ctx.selection == "topk":
             kernel = kernels.usable(grad_output, data, *saved)
         if kernel is not None:
-            results = _compiled_backward(ctx, kernel, k, data, per_direction)
+            results = _compiled_backward(ctx, kernel, k, data, grad_output, state_grads, saved,
+                                         param_needs)
         else:
-            results = [_reference_backward(ctx, k, data, *args, need_data=need_data,
-                                           reverse=d == 1)
-                       for d, args in enumerate(per_direction)]
+            grad_outputs = grad_output.split(hidden, dim=1) if directions == 2 else [grad_output]
+            state_grads = [saved[2].new_zeros(ctx.batch_sizes[0], hidden) if grad is None
+                           else grad for grad in state_grads]
+            results = [_reference_backward(ctx, k, data, grad_outputs[d], state_grads[2 * d],
+                                           state_grads[2 * d + 1],
+                                           saved[SAVED * d:SAVED * (d + 1)], param_needs[d],
+                                           need_data=need_data, reverse=d == 1)
+                       for d in range(directions)]
         grad_data = None
         param_grads = []
         for direction, (part_data, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
@@ -129,7 +138,7 @@ class LSTMLayerFunction(torch.autograd.Function):
                 grad_data = part_data if grad_data is None else grad_data + part_data
             if ctx.records is not None and ctx.records[direction] is not None:
                 ctx.records[direction].touched = touched
-            need_b_ih, need_b_hh = per_direction[direction][4][4:6]
+            need_b_ih, need_b_hh = param_needs[direction][4:6]
             param_grads += [grad_h0, grad_c0, grad_w_ih, grad_w_hh,
                             grad_bias if need_b_ih else None, grad_bias if need_b_hh else None]
         return (grad_data, None, None, None, None, None, None, *param_grads)
@@ -147,9 +156,9 @@ def _directions_forward(data, params, batch_sizes):
         if bias_ih is not None:
             bias = bias_ih + bias_hh
         projected.append(F.linear(data, weight_ih, bias))  # every step's input product at once
-        h0s.append(h0.contiguous())
-        c0s.append(c0.contiguous())
-        recurrent.append(weight_hh.contiguous())
+        h0s.append(h0)
+        c0s.append(c0)
+        recurrent.append(weight_hh)
     kernel = kernels.usable(projected[0], *projected[1:], *h0s, *c0s, *recurrent)
     if kernel is not None:
         return kernel.lstm_forward_directions(projected, h0s, c0s, recurrent, list(batch_sizes))
@@ -248,25 +257,23 @@ def _reference_backward(ctx, k, data, grad_output, grad_h_n, grad_c_n, saved, ne
             touched)
 
 
-def _compiled_backward(ctx, kernel, k, data, per_direction):
+def _compiled_backward(ctx, kernel, k, data, grad_output, state_grads, saved, param_needs):
     """:meth:`LSTMLayerFunction.backward` as one call into the compiled CPU kernels, which run
-    the directions side by side; a list of the :func:`_reference_backward` tuples."""
+    the directions side by side (and split ``grad_output``, fill in the state gradients left
+    None, and make tensors contiguous, all at C++ cost); a list of the
+    :func:`_reference_backward` tuples."""
     directions = ctx.directions
-    into = _buffers_to_use(ctx, kernel, [needs[2:4] for *_, needs in per_direction])
-    lists = [[] for _ in range(9)]
-    for grad_output, grad_h_n, grad_c_n, saved, _ in per_direction:
-        for bucket, tensor in zip(lists, (grad_output, grad_h_n, grad_c_n, *saved),
-                                  strict=True):
-            bucket.append(tensor.contiguous())
+    into = _buffers_to_use(ctx, kernel, [needs[2:4] for needs in param_needs])
+    per_direction = [saved[index::SAVED] for index in range(SAVED)]  # weight_ih, ...: [D]
     results = kernel.lstm_backward_directions(
-        *lists[:3], data.contiguous(), *lists[3:], list(ctx.batch_sizes), k,
-        ctx.mode == "unified", ctx.needs_input_grad[0],
+        grad_output, list(state_grads[0::2]), list(state_grads[1::2]), data, *per_direction,
+        list(ctx.batch_sizes), k, ctx.mode == "unified", ctx.needs_input_grad[0],
         *([into[d][part][index] for d in range(directions)] for part in range(2)
           for index in range(2)))
     grads = []
     for direction, (grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias,
                     touched) in enumerate(results):
-        needs = per_direction[direction][4]
+        needs = param_needs[direction]
         weight_grads = [grad_w_ih if needs[2] else None, grad_w_hh if needs[3] else None]
         for index, (buffer, _) in enumerate(into[direction]):
             if buffer is not None:  # written in place: it is the parameter's gradient now
