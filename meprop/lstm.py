@@ -49,7 +49,7 @@ def _step_rows(batch_sizes, reverse):
 
 
 PARAMS = 6  # per direction: h0, c0, weight_ih, weight_hh, bias_ih, bias_hh
-SAVED = 6  # per direction: weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows
+SAVED = 6  # per direction: weight_ih, weight_hh, gates, tanh_cells, h_prev_rows, c_prev_rows
 FIXED = 7  # apply's arguments before the parameters
 
 
@@ -62,7 +62,8 @@ class LSTMLayerFunction(torch.autograd.Function):
     weight_ih [4H, in], weight_hh [4H, H], bias_ih, bias_hh ([4H] or None)``; ``records`` and
     ``grad_buffers`` (or None) hold one entry per direction. Returns ``(output [N, D * H],
     then h_n, c_n [B, H] per direction)`` followed by four tensors per direction the backward
-    needs (gate activations, cells, previous h and c per row), which carry no gradient.
+    needs (gate activations, tanh of the cells, previous h and c per row), which carry no
+    gradient.
     ``k`` None or 0 gives the exact dense BPTT with dense products; ``k >= H`` keeps every
     entry but still runs the sparse products (the tests compare the two).
     """
@@ -145,9 +146,9 @@ class LSTMLayerFunction(torch.autograd.Function):
 
 
 def _directions_forward(data, params, batch_sizes):
-    """Each direction's forward ``(output, h_n, c_n, gates, cells, h_prev_rows, c_prev_rows)``;
-    ``params`` as :class:`LSTMLayerFunction` takes them. The compiled kernels run the
-    directions side by side."""
+    """Each direction's forward ``(output, h_n, c_n, gates, tanh_cells, h_prev_rows,
+    c_prev_rows)``, ``params`` as :class:`LSTMLayerFunction` takes them. The compiled kernels
+    run the directions side by side."""
     projected, h0s, c0s, recurrent = [], [], [], []
     for direction in range(len(params) // PARAMS):
         h0, c0, weight_ih, weight_hh, bias_ih, bias_hh = params[
@@ -172,7 +173,7 @@ def _direction_forward(projected, h0, c0, weight_hh, batch_sizes, reverse):
     rows_total = projected.shape[0]
     output = projected.new_empty(rows_total, hidden)
     gates = projected.new_empty(rows_total, N_GATES * hidden)
-    cells = projected.new_empty(rows_total, hidden)
+    tanh_cells = projected.new_empty(rows_total, hidden)
     h_prev_rows = projected.new_empty(rows_total, hidden)
     c_prev_rows = projected.new_empty(rows_total, hidden)
     h, c = h0.clone(), c0.clone()
@@ -184,17 +185,18 @@ def _direction_forward(projected, h0, c0, weight_hh, batch_sizes, reverse):
         act[:, 2 * hidden:3 * hidden] = pre[:, 2 * hidden:3 * hidden].tanh()
         in_gate, forget_gate, cell_gate, out_gate = act.chunk(N_GATES, 1)
         c_new = torch.addcmul(forget_gate * c[:size], in_gate, cell_gate)
-        h_new = out_gate * c_new.tanh()
-        gates[rows], cells[rows], output[rows] = act, c_new, h_new
+        tanh_cell = c_new.tanh()  # kept: the backward needs tanh(c), never c itself
+        h_new = out_gate * tanh_cell
+        gates[rows], tanh_cells[rows], output[rows] = act, tanh_cell, h_new
         h[:size], c[:size] = h_new, c_new
-    return output, h, c, gates, cells, h_prev_rows, c_prev_rows
+    return output, h, c, gates, tanh_cells, h_prev_rows, c_prev_rows
 
 
 def _reference_backward(ctx, k, data, grad_output, grad_h_n, grad_c_n, saved, needs, need_data,
                         reverse):
     """One direction's sparse (or, k None, dense) BPTT in PyTorch operations: ``(grad_data,
     grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias, rows touched)``."""
-    weight_ih, weight_hh, gates, cells, h_prev_rows, c_prev_rows = saved
+    weight_ih, weight_hh, gates, tanh_cell, h_prev_rows, c_prev_rows = saved
     _, _, need_w_ih, need_w_hh, need_b_ih, need_b_hh = needs
     hidden = weight_hh.shape[1]
     dense = k is None
@@ -207,7 +209,6 @@ def _reference_backward(ctx, k, data, grad_output, grad_h_n, grad_c_n, saved, ne
     # computed for all rows at once, so each time step needs only a few small operations:
     #   d pre = [dc, dc, dc, dh] * factors,   dc += dh * out_factor
     in_gate, forget_gate, cell_gate, out_gate = gates.chunk(N_GATES, 1)
-    tanh_cell = cells.tanh()
     factors = torch.cat([cell_gate * in_gate * (1 - in_gate),
                          c_prev_rows * forget_gate * (1 - forget_gate),
                          in_gate * (1 - cell_gate * cell_gate),

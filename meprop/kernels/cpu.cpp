@@ -787,9 +787,10 @@ void recurrent_product(const T* h, int64_t rows, int64_t k, const T* table, int6
 }
 
 // kJ kept columns x V vectors of accumulators: out rows j0 .. j0+kJ (row pointers), columns
-// c0 .. += the rows [b0, b1) of kept^T x inputs (=, for the first block: b0 == 0). ``ahead``: rows of ``inputs`` this far on are prefetched
-// into L2 — the tile reads each of its rows in a short piece, too scattered for the hardware
-// prefetcher, and without it the loop waits on memory.
+// c0 .. += the rows [b0, b1) of kept^T x inputs (=, for the first block: b0 == 0).
+// ``ahead``: rows of ``inputs`` this far on are prefetched into L2 — the tile reads each of
+// its rows in a short piece, too scattered for the hardware prefetcher, and without it the loop
+// waits on memory.
 constexpr int kJ = 5;
 
 template <typename T, int V>
@@ -1209,12 +1210,12 @@ void cell_update(T* __restrict__ gates, const T* __restrict__ g_act, T* __restri
   }
 }
 
-// h = o * tanh(c) for one row (``out`` holds tanh(c) on entry), kept as the next step's h too.
+// h = o * tanh(c) for one row, kept as the next step's h too.
 template <typename T>
-void output_gate(const T* __restrict__ o, T* __restrict__ out, T* __restrict__ h,
-                 int64_t hidden) {
+void output_gate(const T* __restrict__ o, const T* __restrict__ tanh_c, T* __restrict__ out,
+                 T* __restrict__ h, int64_t hidden) {
   for (int64_t u = 0; u < hidden; ++u) {
-    out[u] *= o[u];
+    out[u] = o[u] * tanh_c[u];
     h[u] = out[u];
   }
 }
@@ -1227,7 +1228,7 @@ void output_gate(const T* __restrict__ o, T* __restrict__ out, T* __restrict__ h
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t>
 lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
               const at::Tensor& grad_c_n, const at::Tensor& data, const at::Tensor& weight_ih,
-              const at::Tensor& weight_hh, const at::Tensor& gates, const at::Tensor& cells,
+              const at::Tensor& weight_hh, const at::Tensor& gates, const at::Tensor& tanh_cells,
               const at::Tensor& h_prev_rows, const at::Tensor& c_prev_rows,
               const std::vector<int64_t>& batch_sizes, bool reverse, int64_t k, bool unified,
               bool need_data, const std::optional<at::Tensor>& buffer_ih,
@@ -1237,7 +1238,7 @@ lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const GradBuffer into_ih = grad_buffer(buffer_ih, nonzero_ih, weight_ih);
   const GradBuffer into_hh = grad_buffer(buffer_hh, nonzero_hh, weight_hh);
   for (const auto* tensor : {&grad_output, &grad_h_n, &grad_c_n, &data, &weight_ih, &weight_hh,
-                             &gates, &cells, &h_prev_rows, &c_prev_rows})
+                             &gates, &tanh_cells, &h_prev_rows, &c_prev_rows})
     check_input(*tensor, "LSTM tensor");
   const int64_t hidden = weight_hh.size(1), rows_total = gates.size(0);
   const int64_t in = weight_ih.size(1), kept = 4 * k;
@@ -1250,7 +1251,6 @@ lstm_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   auto columns = at::empty({rows_total, kept}, options.dtype(at::kLong));
   auto values = at::empty({rows_total, kept}, options);
   auto grad_h = grad_h_n.clone(), grad_c = grad_c_n.clone();
-  const auto tanh_cells = cells.tanh();  // vectorised once, not one std::tanh per step
   at::Tensor grad_data, grad_w_ih, grad_w_hh;
   int64_t touched = 0;
 
@@ -1323,7 +1323,7 @@ std::vector<LstmGrads> lstm_backward_directions(
     const at::Tensor& grad_output, const std::vector<std::optional<at::Tensor>>& grad_h_n,
     const std::vector<std::optional<at::Tensor>>& grad_c_n, const at::Tensor& data,
     const std::vector<at::Tensor>& weight_ih, const std::vector<at::Tensor>& weight_hh,
-    const std::vector<at::Tensor>& gates, const std::vector<at::Tensor>& cells,
+    const std::vector<at::Tensor>& gates, const std::vector<at::Tensor>& tanh_cells,
     const std::vector<at::Tensor>& h_prev_rows, const std::vector<at::Tensor>& c_prev_rows,
     const std::vector<int64_t>& batch_sizes, int64_t k, bool unified, bool need_data,
     const std::vector<std::optional<at::Tensor>>& buffer_ih,
@@ -1333,7 +1333,7 @@ std::vector<LstmGrads> lstm_backward_directions(
   const int64_t directions = static_cast<int64_t>(weight_hh.size());
   TORCH_CHECK(directions >= 1 && directions <= 2, "an LSTM layer has 1 or 2 directions");
   for (const size_t size : {grad_h_n.size(), grad_c_n.size(), weight_ih.size(), gates.size(),
-                            cells.size(), h_prev_rows.size(), c_prev_rows.size(),
+                            tanh_cells.size(), h_prev_rows.size(), c_prev_rows.size(),
                             buffer_ih.size(), nonzero_ih.size(), buffer_hh.size(),
                             nonzero_hh.size()})
     TORCH_CHECK(static_cast<int64_t>(size) == directions, "one entry per direction");
@@ -1355,7 +1355,7 @@ std::vector<LstmGrads> lstm_backward_directions(
       grads[d] = lstm_backward(grad_output.narrow(1, d * hidden, hidden).contiguous(),
                                state(grad_h_n[d]), state(grad_c_n[d]), inputs,
                                weight_ih[d].contiguous(), weight_hh[d].contiguous(),
-                               gates[d].contiguous(), cells[d].contiguous(),
+                               gates[d].contiguous(), tanh_cells[d].contiguous(),
                                h_prev_rows[d].contiguous(), c_prev_rows[d].contiguous(),
                                batch_sizes, d == 1, k, unified, need_data, buffer_ih[d],
                                nonzero_ih[d], buffer_hh[d], nonzero_hh[d]);
@@ -1365,9 +1365,9 @@ std::vector<LstmGrads> lstm_backward_directions(
 
 // The forward of one LSTM layer in one direction over packed rows (see meprop/lstm.py):
 // ``projected`` [N, 4H] holds W_ih x + b_ih + b_hh for every row. Returns (output, h_n, c_n,
-// gates, cells, h_prev_rows, c_prev_rows), the last four for the backward. Per step: ATen's
-// matmul and vectorised sigmoid/tanh (the same functions as the reference, so the outputs
-// agree to rounding), and one loop for the cell update.
+// gates, tanh_cells, h_prev_rows, c_prev_rows), the last four for the backward. Per step: a
+// register-tiled product and ATen's vectorised sigmoid/tanh (the same functions as the
+// reference, so the outputs agree to rounding), and one loop for the cell update.
 std::vector<at::Tensor> lstm_forward(const at::Tensor& projected, const at::Tensor& h0,
                                      const at::Tensor& c0, const at::Tensor& weight_hh,
                                      const std::vector<int64_t>& batch_sizes, bool reverse) {
@@ -1380,7 +1380,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& projected, const at::Tens
   auto options = projected.options();
   auto output = at::empty({rows_total, hidden}, options);
   auto gates = at::empty({rows_total, 4 * hidden}, options);
-  auto cells = at::empty({rows_total, hidden}, options);
+  auto tanh_cells = at::empty({rows_total, hidden}, options);
   auto h_prev_rows = at::empty({rows_total, hidden}, options);
   auto c_prev_rows = at::empty({rows_total, hidden}, options);
   auto cell_gate = at::empty({batch, hidden}, options);
@@ -1405,21 +1405,21 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& projected, const at::Tens
       pre.sigmoid_();
       T* act = pre.data_ptr<T>();
       const T* g_data = g_act.data_ptr<T>();
-      T* cell = cells.data_ptr<T>() + offset;
+      T* cell = tanh_cells.data_ptr<T>() + offset;
       for (int64_t b = 0; b < size; ++b) {
         cell_update(act + b * 4 * hidden, g_data + b * hidden, c_data + b * hidden,
                     cell + b * hidden, hidden);
       }
-      auto h_out = output.narrow(0, start, size);
-      at::tanh_out(h_out, cells.narrow(0, start, size));
-      T* out = h_out.data_ptr<T>();
+      // tanh(c), kept for the backward: it needs tanh(c), never c itself.
+      tanh_cells.narrow(0, start, size).tanh_();
+      T* out = output.data_ptr<T>() + offset;
       for (int64_t b = 0; b < size; ++b) {
-        output_gate(act + b * 4 * hidden + 3 * hidden, out + b * hidden, h_data + b * hidden,
-                    hidden);
+        output_gate(act + b * 4 * hidden + 3 * hidden, cell + b * hidden, out + b * hidden,
+                    h_data + b * hidden, hidden);
       }
     }
   });
-  return {output, h, c, gates, cells, h_prev_rows, c_prev_rows};
+  return {output, h, c, gates, tanh_cells, h_prev_rows, c_prev_rows};
 }
 
 // lstm_forward for every direction of one layer (entry d: direction d, reverse for d = 1), the
