@@ -14,7 +14,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_backprop.py"
 def test_bench_backprop_quick_prints_a_row_per_case(extra):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--repeats", "2", "--warmup", "1", "--threads",
-         "1", *extra], capture_output=True, text=True, timeout=120, check=True,
+         "1", "--layer-seconds", "0", *extra], capture_output=True, text=True, timeout=120,
+        check=True,
     )
     rows = [line for line in result.stdout.splitlines() if line.startswith("| MNIST")]
     assert len(rows) == 2
@@ -22,7 +23,7 @@ def test_bench_backprop_quick_prints_a_row_per_case(extra):
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert len(cells) == 9
         assert all(float(value) > 0 for value in cells[4:])
-    assert "threads 1" in result.stdout
+    assert "threads 1" in result.stdout and "in 5 rounds of turns" in result.stdout
     assert f"persistent grad {'on' if extra else 'off'}" in result.stdout
 
 

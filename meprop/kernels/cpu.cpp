@@ -1349,7 +1349,7 @@ std::vector<LstmGrads> lstm_backward_directions(
   std::vector<LstmGrads> grads(directions);
   at::parallel_for(0, directions, 1, [&](int64_t begin, int64_t end) {
     // Grad mode is thread-local and at::parallel_for does not carry it to its threads: the
-    // ATen calls inside (clone, tanh, sum) must not record a graph there either.
+    // ATen calls inside (clone, sum) must not record a graph there either.
     at::NoGradGuard no_grad;
     for (int64_t d = begin; d < end; ++d)
       grads[d] = lstm_backward(grad_output.narrow(1, d * hidden, hidden).contiguous(),
