@@ -232,6 +232,35 @@ def test_lstm_directions_side_by_side_match_reference_with_state_gradients(mode)
             torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
 
 
+@needs_kernels
+def test_lstm_kernels_with_frozen_weights_no_bias_and_an_unused_state():
+    """Frozen weights (one per layer), no biases, persistent buffers, and a loss that uses c_n
+    and a few output rows but not h_n: gradients that arrive as None (no zeros are
+    materialised) and weights that need none, compiled against the reference."""
+    torch.manual_seed(0)
+    module = meprop.LSTM(5, 7, num_layers=2, bidirectional=True, k=2, bias=False,
+                         persistent_grad=True).double()
+    module.weight_hh_l0_reverse.requires_grad_(False)
+    module.weight_ih_l1.requires_grad_(False)
+    sequences = [torch.randn(n, 5, dtype=torch.float64) for n in (4, 6, 3)]
+    results = []
+    for compiled in (True, False):
+        for _ in range(2):  # the second step rewrites the persistent buffers
+            module.zero_grad(set_to_none=True)
+            inputs = [s.clone().requires_grad_() for s in sequences]
+            with contextlib.nullcontext() if compiled else kernels.disabled():
+                output, (_, c_n) = module(pack_sequence(inputs, enforce_sorted=False))
+                (output.data[:5].sum() + c_n.sum()).backward()
+        results.append([p.grad for p in module.parameters()] + [x.grad for x in inputs])
+    frozen = [p is module.weight_ih_l1 for p in module.parameters()].index(True)
+    assert results[0][frozen] is None
+    for got, expected in zip(*results, strict=True):
+        if expected is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+
+
 def test_disabled_block_and_environment_switch_the_kernels_off():
     with kernels.disabled():
         assert kernels.cpu() is None
