@@ -121,13 +121,6 @@ def backward_seconds(layer, inputs, grad_output, device):
     return time.perf_counter() - start
 
 
-def time_backward(layer, inputs, grad_output, device, repeats, warmup):
-    """Median seconds of :func:`backward_seconds` over ``repeats`` after ``warmup``."""
-    times = [backward_seconds(layer, inputs, grad_output, device)
-             for _ in range(warmup + repeats)]
-    return statistics.median(times[warmup:])
-
-
 def time_backwards(layers, inputs, grad_output, device, repeats, warmup, seconds, rounds):
     """Median backward seconds of each ``(label, layer)``, the layers taking turns.
 
@@ -158,7 +151,8 @@ def gradients(layer, inputs):
 
 
 def time_graphed_backward(layer, inputs, grad_output, device, repeats, warmup):
-    """As :func:`time_backward`, for the backward captured in a CUDA graph and replayed.
+    """Median seconds of :func:`backward_seconds`' backward captured in a CUDA graph and
+    replayed, over ``repeats`` after ``warmup``.
 
     Warm-up runs on a side stream (as capture needs); the forward runs once, outside the graph,
     and only ``output.backward`` is captured, into gradients that ``zero_grad(set_to_none)``
@@ -251,7 +245,7 @@ class _NoWorkLayer(torch.nn.Linear):
         return _NoWork.apply(input, self.weight)
 
 
-def bench_overhead(device, repeats, warmup, cases, mode="per_example"):
+def bench_overhead(device, repeats, warmup, cases, mode="per_example", seconds=0.0, rounds=1):
     """The fixed cost of a Python autograd Function's backward (which the compiled layer, a
     C++ Function, does not pay; the pure-PyTorch path does) beside meProp's whole backward.
     On a GPU this is also the floor of any backward timed this way: the autograd engine hands
@@ -264,11 +258,12 @@ def bench_overhead(device, repeats, warmup, cases, mode="per_example"):
         torch.manual_seed(0)
         inputs = torch.randn(batch, n_in, device=device, requires_grad=True)
         grad_output = torch.randn(batch, n_out, device=device)
-        empty = time_backward(_NoWorkLayer(n_in, n_out, device=device), inputs, grad_output,
-                              device, repeats, warmup)
         layer = meprop.Linear(n_in, n_out, k=k, mode=mode, device=device,
                               persistent_grad=PERSISTENT_GRAD)
-        full = time_backward(layer, inputs, grad_output, device, repeats, warmup)
+        times = time_backwards([("empty", _NoWorkLayer(n_in, n_out, device=device)),
+                                ("meprop", layer)], inputs, grad_output, device, repeats, warmup,
+                               seconds, rounds)
+        empty, full = times["empty"], times["meprop"]
         print(f"| {name} | {n_in}->{n_out} | {batch} | {k} | {empty * 1e3:.3f} | "
               f"{full * 1e3:.3f} | {empty / full:.0%} |")
 
@@ -396,14 +391,17 @@ def main(args):
         return  # the LSTM, the overhead and the whole steps are timed without graphs
     if args.gpu_paper:
         bench_overhead(device, args.repeats, args.warmup,
-                       [case for case in GPU_PAPER_CASES if case[4] == 32], mode="unified")
+                       [case for case in GPU_PAPER_CASES if case[4] == 32], "unified",
+                       args.layer_seconds, args.rounds)
         return
     for name, n_in, hidden, length, k in LSTM_CASES:
         times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup,
                                 args.layer_seconds, args.rounds)
         print_row(name, f"{n_in}->{hidden} x2, {length} words", 1, k, times)
     if not args.quick:
-        bench_overhead(device, args.repeats, args.warmup, CASES[2:4])
+        for mode in ("per_example", "unified"):
+            bench_overhead(device, args.repeats, args.warmup, CASES[2:4], mode,
+                           args.layer_seconds, args.rounds)
         bench_steps(device, args.repeats, args.warmup, args.step_seconds, args.rounds)
 
 
