@@ -352,6 +352,12 @@ constexpr int64_t kParallelWork = int64_t{1} << 16;
 // from about 2^20 (MNIST's 157,000 ran 56 us on two threads, 25 on one).
 constexpr int64_t kTiledParallelWork = int64_t{1} << 20;
 
+// The grain for at::parallel_for: items per task such that a task holds at least ``work``
+// multiply-adds (kParallelWork or kTiledParallelWork), at ``per_item`` each.
+inline int64_t grain_for(int64_t work, int64_t per_item) {
+  return std::max<int64_t>(1, work / std::max<int64_t>(per_item, 1));
+}
+
 // Register tiles: kTile(T) consecutive columns (512 bytes, 8 AVX-512 registers) are accumulated in
 // registers over all the entries that write them before one store.
 template <typename T>
@@ -432,7 +438,7 @@ int64_t column_block(int64_t n, int64_t dim) {
 template <typename T, bool Stream>
 void gather_rows_sum_blocks(const int64_t* columns, const T* values, int64_t rows, int64_t kept,
                             const T* table, int64_t n, int64_t dim, T* out) {
-  const int64_t grain = std::max<int64_t>(1, kParallelWork / std::max<int64_t>(kept * dim, 1));
+  const int64_t grain = grain_for(kParallelWork, kept * dim);
   const int64_t block = column_block<T>(n, dim);
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<const T*> sources(kept);
@@ -505,7 +511,7 @@ void scatter_rows_sum(const int64_t* columns, const T* values, int64_t rows, int
   if (nonzero != nullptr) std::memcpy(nonzero, kept_row.data(), n);
   if (blocks == 1) {  // small batches: each kept row is one weighted sum of its input rows
     const int64_t* count = start.data();
-    const int64_t grain = std::max<int64_t>(1, kParallelWork / std::max<int64_t>(dim * kept, 1));
+    const int64_t grain = grain_for(kParallelWork, dim * kept);
     at::parallel_for(0, target_offsets[1], grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t t = targets[i];
@@ -646,8 +652,7 @@ void kept_product_blocks(const T* kept, int64_t rows, int64_t stride, int64_t k,
                          int64_t dim, T* out) {
   constexpr int64_t R = 6;  // 6 rows x 4 vectors: 24 accumulators of the 32 registers
   const int64_t blocks = (rows + R - 1) / R;
-  const int64_t grain =
-      std::max<int64_t>(1, kTiledParallelWork / std::max<int64_t>(R * k * dim, 1));
+  const int64_t grain = grain_for(kTiledParallelWork, R * k * dim);
   at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const T* source = kept + b * R * stride;
@@ -765,8 +770,7 @@ void recurrent_product(const T* h, int64_t rows, int64_t k, const T* table, int6
                        const T* addend, T* out) {
   constexpr int64_t L = WideVector<T>::lanes, V = 3, R = 8;
   const int64_t tiles = dim / (V * L);
-  const int64_t grain =
-      std::max<int64_t>(1, kTiledParallelWork / std::max<int64_t>(rows * k * V * L, 1));
+  const int64_t grain = grain_for(kTiledParallelWork, rows * k * V * L);
   at::parallel_for(0, tiles + 1, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r0 = 0; r0 < rows; r0 += R) {
       const T* h_rows = h + r0 * k;
@@ -835,8 +839,7 @@ void transposed_product(const T* kept, int64_t rows, int64_t kp, const T* inputs
                         T* const* out) {
   constexpr int64_t L = WideVector<T>::lanes, V = 4, kRows = 64;
   const int64_t tiles = dim / (V * L);
-  const int64_t grain =
-      std::max<int64_t>(1, kTiledParallelWork / std::max<int64_t>(rows * kp * V * L, 1));
+  const int64_t grain = grain_for(kTiledParallelWork, rows * kp * V * L);
   at::parallel_for(0, tiles + 1, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b0 = 0; b0 < rows; b0 += kRows) {
       const int64_t b1 = std::min(rows, b0 + kRows);
