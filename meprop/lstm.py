@@ -18,12 +18,13 @@ Sequences of different lengths travel as ``PackedSequence`` data: rows of the pa
 active. The input products for all steps are one matmul in the forward pass and one sparse
 product over all kept entries in the backward pass; only the recurrent products run per step.
 
-On the CPU (float32/float64, top-k) the sparse BPTT runs as one compiled call
-(``meprop.kernels``, ``lstm_backward`` in ``cpu.cpp``): the same rule, without eager
-PyTorch's per-operation cost at every step. A layer's directions are one autograd node, so
-that call runs a BiLSTM's two directions side by side, one thread each: every step is a chain
-of small products waiting on memory, which a second thread within one direction cannot
-shorten. The code below is the reference and the path everywhere else.
+On the CPU (float32/float64, top-k) a layer is one compiled autograd Function
+(``meprop.kernels``, ``lstm_layer`` in ``cpu.cpp``): the same rule, without eager PyTorch's
+per-operation cost at every step, and no Python in the backward. A layer's directions are one
+autograd node, so that its forward and backward run a BiLSTM's two directions side by side,
+one thread each: every step is a chain of small products waiting on memory, which a second
+thread within one direction cannot shorten. The code below is the reference and the path
+everywhere else.
 """
 
 import torch
@@ -55,15 +56,18 @@ FIXED = 7  # apply's arguments before the parameters
 
 class LSTMLayerFunction(torch.autograd.Function):
     """One LSTM layer, all its directions (1, or 2 with the reverse one second), over packed
-    data: one autograd node, so that the compiled backward can run the directions side by side.
+    data, in PyTorch operations (the forward's recurrence compiled where it can be): the
+    reference for the compiled layer (``lstm_layer`` in ``meprop/kernels/cpu.cpp``, one C++
+    autograd Function with the same arguments), and the path where that cannot run.
 
     ``apply(data [N, in], batch_sizes (list of ints), k, mode, selection, records,
     grad_buffers, *params)`` with ``params`` per direction ``h0 [B, H], c0 [B, H],
     weight_ih [4H, in], weight_hh [4H, H], bias_ih, bias_hh ([4H] or None)``; ``records`` and
-    ``grad_buffers`` (or None) hold one entry per direction. Returns ``(output [N, D * H],
-    then h_n, c_n [B, H] per direction)`` followed by four tensors per direction the backward
-    needs (gate activations, tanh of the cells, previous h and c per row), which carry no
-    gradient.
+    ``grad_buffers`` (or None) hold one entry per direction; this path does not write the
+    persistent buffers, only marks them stale (it may accumulate into one). Returns
+    ``(output [N, D * H], then h_n, c_n [B, H] per direction)`` followed by four tensors per
+    direction the backward needs (gate activations, tanh of the cells, previous h and c per
+    row), which carry no gradient.
     ``k`` None or 0 gives the exact dense BPTT with dense products; ``k >= H`` keeps every
     entry but still runs the sparse products (the tests compare the two).
     """
@@ -94,12 +98,7 @@ class LSTMLayerFunction(torch.autograd.Function):
             saved += [weight_ih, weight_hh, *internals[4 * direction:4 * (direction + 1)]]
         ctx.save_for_backward(*saved)
         ctx.batch_sizes, ctx.k, ctx.mode, ctx.selection = batch_sizes, k, mode, selection
-        ctx.records, ctx.directions = records, directions
-        # The parameters themselves (saved_tensors need not give back the same objects): a
-        # persistent gradient buffer becomes their .grad directly.
-        ctx.grad_buffers = grad_buffers
-        ctx.weights = [params[direction * PARAMS + 2:direction * PARAMS + 4]
-                       for direction in range(directions)] if grad_buffers is not None else None
+        ctx.records, ctx.directions, ctx.grad_buffers = records, directions, grad_buffers
 
     @staticmethod
     @once_differentiable
@@ -116,21 +115,15 @@ class LSTMLayerFunction(torch.autograd.Function):
                        for d in range(directions)]
         dense = ctx.k is None or ctx.k == 0
         k = None if dense else min(ctx.k, hidden)
-        kernel = None
-        if not dense and ctx.selection == "topk":
-            kernel = kernels.usable(grad_output, data, *saved)
-        if kernel is not None:
-            results = _compiled_backward(ctx, kernel, k, data, grad_output, state_grads, saved,
-                                         param_needs)
-        else:
-            grad_outputs = grad_output.split(hidden, dim=1) if directions == 2 else [grad_output]
-            state_grads = [saved[2].new_zeros(ctx.batch_sizes[0], hidden) if grad is None
-                           else grad for grad in state_grads]
-            results = [_reference_backward(ctx, k, data, grad_outputs[d], state_grads[2 * d],
-                                           state_grads[2 * d + 1],
-                                           saved[SAVED * d:SAVED * (d + 1)], param_needs[d],
-                                           need_data=need_data, reverse=d == 1)
-                       for d in range(directions)]
+        grad_outputs = grad_output.split(hidden, dim=1) if directions == 2 else [grad_output]
+        state_grads = [saved[2].new_zeros(ctx.batch_sizes[0], hidden) if grad is None
+                       else grad for grad in state_grads]
+        results = [_reference_backward(ctx, k, data, grad_outputs[d], state_grads[2 * d],
+                                       state_grads[2 * d + 1], saved[SAVED * d:SAVED * (d + 1)],
+                                       param_needs[d], need_data=need_data, reverse=d == 1)
+                   for d in range(directions)]
+        for buffer in [buffer for pair in ctx.grad_buffers or () for buffer in pair]:
+            buffer.mark_stale()  # a .grad it once was may accumulate these gradients now
         grad_data = None
         param_grads = []
         for direction, (part_data, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
@@ -258,54 +251,6 @@ def _reference_backward(ctx, k, data, grad_output, grad_h_n, grad_c_n, saved, ne
             touched)
 
 
-def _compiled_backward(ctx, kernel, k, data, grad_output, state_grads, saved, param_needs):
-    """:meth:`LSTMLayerFunction.backward` as one call into the compiled CPU kernels, which run
-    the directions side by side (and split ``grad_output``, fill in the state gradients left
-    None, and make tensors contiguous, all at C++ cost); a list of the
-    :func:`_reference_backward` tuples."""
-    directions = ctx.directions
-    into = _buffers_to_use(ctx, kernel, [needs[2:4] for needs in param_needs])
-    per_direction = [saved[index::SAVED] for index in range(SAVED)]  # weight_ih, ...: [D]
-    results = kernel.lstm_backward_directions(
-        grad_output, list(state_grads[0::2]), list(state_grads[1::2]), data, *per_direction,
-        list(ctx.batch_sizes), k, ctx.mode == "unified", ctx.needs_input_grad[0],
-        *([into[d][part][index] for d in range(directions)] for part in range(2)
-          for index in range(2)))
-    grads = []
-    for direction, (grad_data, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias,
-                    touched) in enumerate(results):
-        needs = param_needs[direction]
-        weight_grads = [grad_w_ih if needs[2] else None, grad_w_hh if needs[3] else None]
-        for index, (buffer, _) in enumerate(into[direction]):
-            if buffer is not None:  # written in place: it is the parameter's gradient now
-                ctx.weights[direction][index].grad = buffer
-                weight_grads[index] = None
-        grads.append((grad_data, grad_h, grad_c, *weight_grads, grad_bias, touched))
-    return grads
-
-
-def _buffers_to_use(ctx, kernel, needed):
-    """Per direction, per weight (ih, hh): its persistent gradient ``(buffer, nonzero)`` where
-    the backward may write it as the parameter's .grad — a plain ``backward()`` and no
-    gradient there yet — else ``(None, None)``, marking an unused buffer wholly stale (see
-    GradBuffer)."""
-    if ctx.grad_buffers is None:
-        return [[(None, None), (None, None)] for _ in range(ctx.directions)]
-    plain = kernel.plain_backward()
-    into = []
-    for weights, buffers, needs in zip(ctx.weights, ctx.grad_buffers, needed, strict=True):
-        pair = []
-        for weight, buffer, need in zip(weights, buffers, needs, strict=True):
-            if need and plain and weight.is_leaf and weight.grad is None and (
-                    not has_grad_hooks(weight)):
-                pair.append(buffer.tensors(weight))
-            else:
-                buffer.mark_stale()
-                pair.append((None, None))
-        into.append(pair)
-    return into
-
-
 def _as_packed_data(module, input):
     """``(data [N, in], batch_sizes, restore)``: any ``nn.LSTM`` input as packed rows, and a
     function turning packed output rows back into the caller's layout."""
@@ -356,9 +301,19 @@ def lstm_forward(module, input, hx=None):
                        getattr(module, "bias_hh" + suffix) if module.bias else None]
         buffers = None if module._grad_buffers is None else (
             module._grad_buffers[first:first + directions])
-        layer_input, *states = LSTMLayerFunction.apply(
-            layer_input, batch_sizes, module.k, module.meprop_mode, module.selection,
-            module._part_records[first:first + directions], buffers, *params)
+        records = module._part_records[first:first + directions]
+        kernel = _compiled(module, layer_input, params)
+        if kernel is not None:
+            layer_input, *states = kernel.lstm_layer(
+                layer_input, params, batch_sizes, min(module.k, module.hidden_size),
+                module.meprop_mode == "unified",
+                _buffer_tensors(buffers, params))
+            for record, touched in zip(records, states[2 * directions:], strict=True):
+                record.touched = touched  # -1 until the backward fills it
+        else:
+            layer_input, *states = LSTMLayerFunction.apply(
+                layer_input, batch_sizes, module.k, module.meprop_mode, module.selection,
+                records, buffers, *params)
         h_n += states[0:2 * directions:2]
         c_n += states[1:2 * directions:2]
         if module.dropout and module.training and layer < module.num_layers - 1:
@@ -369,3 +324,26 @@ def lstm_forward(module, input, hx=None):
     if unbatched:
         h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
     return restore(layer_input), (h_n, c_n)
+
+
+def _compiled(module, data, params):
+    """The compiled module when its LSTM layer can take this one: sparse top-k, CPU tensors of
+    one float dtype, no autocast (whose lower-precision products the kernels do not do)."""
+    if not module.k or module.selection != "topk" or torch.is_autocast_enabled("cpu"):
+        return None
+    return kernels.usable(data, *(param for param in params if param is not None))
+
+
+def _buffer_tensors(buffers, params):
+    """Per direction ``[buffer_ih, nonzero_ih, buffer_hh, nonzero_hh]`` for the compiled
+    layer: a weight's persistent gradient where it has one, needs a gradient and no hooks
+    watch it (they would be skipped), else None."""
+    tensors = []
+    for direction, pair in enumerate(buffers or [(None, None)] * (len(params) // PARAMS)):
+        for buffer, weight in zip(pair, params[direction * PARAMS + 2:direction * PARAMS + 4],
+                                  strict=True):
+            if buffer is not None and weight.requires_grad and not has_grad_hooks(weight):
+                tensors += buffer.tensors(weight)
+            else:
+                tensors += [None, None]
+    return tensors
