@@ -119,6 +119,8 @@ class PerExampleLinear(_MePropLinear):
             grad_bias = grad_output.sum(0)
         if ctx.record is not None:
             ctx.record.touched = (counts > 0).sum()
+        if ctx.grad_buffer is not None and need_weight:
+            ctx.grad_buffer.mark_stale()  # a .grad it once was may accumulate grad_weight now
         return grad_input, grad_weight, grad_bias, None, None, None, None
 
 
@@ -268,8 +270,9 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
             per-example mode a 0-d tensor, so that backward never waits on the device.
         grad_buffer: optional :class:`GradBuffer` to write the weight gradient into: by the
             compiled CPU layer (both modes) and by the unified mode's PyTorch path (any device,
-            a GPU included); ignored by per-example meProp's PyTorch path, and while the weight
-            has gradient hooks.
+            a GPU included); not written by per-example meProp's PyTorch path (which marks it
+            stale: its gradient may be accumulated into the buffer), nor while the weight has
+            gradient hooks.
 
     Returns:
         ``[*, out_features]``.
@@ -296,8 +299,8 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
         if record is not None:
             record.touched = touched  # -1 until the backward fills it
     else:
-        buffer = grad_buffer if mode == "unified" else None
-        output = FUNCTIONS[mode].apply(flat_input, weight, bias, k, selection, record, buffer)
+        output = FUNCTIONS[mode].apply(flat_input, weight, bias, k, selection, record,
+                                       grad_buffer)
     return output if input.dim() == 2 else output.reshape(*input.shape[:-1], out_features)
 
 

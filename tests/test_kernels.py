@@ -126,6 +126,21 @@ def test_compiled_layer_is_one_autograd_node_without_python():
 
 
 @needs_kernels
+def test_compiled_lstm_layer_is_one_autograd_node_without_python():
+    """A BiLSTM layer is one C++ autograd Function, whose rows touched fill in at backward."""
+    layer = meprop.LSTM(5, 8, bidirectional=True, k=2)
+    output, _ = layer(torch.randn(6, 1, 5, requires_grad=True))
+    node = output.grad_fn.next_functions[0][0]  # behind the view back to [T, B, 2H]
+    assert "MePropLSTMLayerFunction" in node.name()
+    assert [part.touched.item() for part in layer._part_records] == [-1, -1]
+    output.sum().backward()
+    assert all(0 < part.touched.item() <= 4 * 8 for part in layer._part_records)
+    with kernels.disabled():
+        output, _ = layer(torch.randn(6, 1, 5))
+        assert output.grad_fn.next_functions[0][0].name() == "LSTMLayerFunctionBackward"
+
+
+@needs_kernels
 @pytest.mark.parametrize("mode", ["per_example", "unified"])
 def test_compiled_layer_without_bias_and_frozen_parts(mode):
     """No bias (no third graph input) and inputs that need no gradient: only what is asked
@@ -341,6 +356,40 @@ def test_persistent_grad_accumulates_and_recovers(mode):
                 layer.zero_grad(set_to_none=action == "none")
             layer(x).backward(grad)
         torch.testing.assert_close(buffered.weight.grad, plain.weight.grad, atol=1e-12, rtol=0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+@pytest.mark.parametrize("kind", ["linear", "lstm"])
+def test_persistent_grad_survives_the_reference_path_accumulating_into_it(kind, mode):
+    """The compiled step leaves its buffer as .grad; a step on the PyTorch path (kernels off)
+    accumulates into it without zero_grad; after zero_grad(set_to_none) the next compiled step
+    must still give the fresh gradient, so the reference path marks the buffer stale (it did
+    not for per-example meProp, nor for the LSTM's unified mode: rows stayed behind)."""
+    torch.manual_seed(0)
+    if kind == "linear":
+        plain = meprop.Linear(12, 40, k=3, mode=mode).double()
+        buffered = meprop.Linear(12, 40, k=3, mode=mode, persistent_grad=True).double()
+        inputs = [torch.randn(4, 12, dtype=torch.float64) for _ in range(3)]
+    else:
+        plain = meprop.LSTM(5, 6, k=2, mode=mode).double()
+        buffered = meprop.LSTM(5, 6, k=2, mode=mode, persistent_grad=True).double()
+        inputs = [torch.randn(7, 1, 5, dtype=torch.float64) for _ in range(3)]
+    buffered.load_state_dict(plain.state_dict())
+
+    def step(module, x):
+        output = module(x)
+        (output[0] if kind == "lstm" else output).pow(2).sum().backward()
+
+    step(buffered, inputs[0])
+    with kernels.disabled():
+        step(buffered, inputs[1])
+    buffered.zero_grad(set_to_none=True)
+    step(buffered, inputs[2])
+    step(plain, inputs[2])
+    for name, parameter in plain.named_parameters():
+        torch.testing.assert_close(buffered.get_parameter(name).grad, parameter.grad,
+                                   atol=1e-12, rtol=0, msg=name)
 
 
 @needs_kernels
