@@ -1075,6 +1075,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_backward_unified(
   return {grad_input, grad_weight, grad_bias};
 }
 
+template <typename T>
+void add_row(const T* __restrict__ row, int64_t width, T* __restrict__ sum) {
+  for (int64_t c = 0; c < width; ++c) sum[c] += row[c];
+}
+
+// grad.sum(0) for a [rows, n] gradient: a plain loop where it is small (at MNIST's batch of
+// 10 ATen's reduction costs several microseconds of setup for 5,000 additions).
+at::Tensor bias_gradient(const at::Tensor& grad) {
+  const int64_t rows = grad.size(0), n = grad.size(1);
+  if (rows * n > kParallelWork) return grad.sum(0);
+  auto sums = at::zeros({n}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "bias_gradient", [&] {
+    for (int64_t r = 0; r < rows; ++r)
+      add_row(grad.data_ptr<scalar_t>() + r * n, n, sums.data_ptr<scalar_t>());
+  });
+  return sums;
+}
+
 // The whole meProp linear as one C++ autograd Function: the forward is at::linear, the backward
 // one of the two above. Why: at MNIST's shapes (a batch of 10) a Python autograd Function costs
 // about as much per call as the sparse products themselves, in the forward and again in the
@@ -1105,6 +1123,7 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
     auto touched = at::full({}, -1, input.options().dtype(at::kLong));
     ctx->saved_data["touched"] = touched;
     ctx->mark_non_differentiable({touched});
+    ctx->set_materialize_grads(false);  // no zero gradient for ``touched`` to allocate
     return {at::linear(input, weight, bias), touched};
   }
 
@@ -1120,6 +1139,8 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
     const int64_t k = ctx->saved_data["k"].toInt();
     const bool unified = ctx->saved_data["unified"].toBool();
     auto touched = ctx->saved_data["touched"].toTensor();
+    if (!grads[0].defined())  // the output was not used: nothing flows back
+      return torch::autograd::variable_list(7);
     const auto grad_output = grads[0].contiguous();
     const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1),
                need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
@@ -1149,7 +1170,7 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
       weight.mutable_grad() = buffer.tensor;
       grad_weight = at::Tensor();  // already in place: nothing for AccumulateGrad to add
     }
-    if (need_bias && !unified) grad_bias = grad_output.sum(0);
+    if (need_bias && !unified) grad_bias = bias_gradient(grad_output);
     return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor()};
   }
@@ -1184,11 +1205,6 @@ std::vector<int64_t> step_starts(const std::vector<int64_t>& batch_sizes) {
 
 // Gate pre-activation gradients ``d`` [4H] (i, f, g, o) of one row from its activations ``a``,
 // tanh of its cell, its output gradient and the recurrent dh, dc (dc carried to the step before).
-template <typename T>
-void add_row(const T* __restrict__ row, int64_t width, T* __restrict__ sum) {
-  for (int64_t c = 0; c < width; ++c) sum[c] += row[c];
-}
-
 template <typename T>
 void gate_grads(const T* __restrict__ a, const T* __restrict__ tanh_cell,
                 const T* __restrict__ grad_output, const T* __restrict__ c_prev,
