@@ -1548,12 +1548,12 @@ class MePropLSTMLayerFunction : public torch::autograd::Function<MePropLSTMLayer
     std::vector<at::Tensor> parts[6];  // weight_ih, weight_hh, gates, tanh_cells, h/c_prev
     std::vector<std::optional<at::Tensor>> grad_h_n, grad_c_n, into[4];
     std::vector<std::array<bool, kLstmParams>> needs(directions);
+    const auto state = [&](int64_t index) -> std::optional<at::Tensor> {
+      if (grads[index].defined()) return grads[index];
+      return std::nullopt;  // h_n or c_n unused: a zero gradient
+    };
     for (int64_t d = 0; d < directions; ++d) {
       for (int part = 0; part < 6; ++part) parts[part].push_back(saved[1 + 6 * d + part]);
-      const auto state = [&](int64_t index) -> std::optional<at::Tensor> {
-        if (grads[index].defined()) return grads[index];
-        return std::nullopt;
-      };
       grad_h_n.push_back(state(1 + 2 * d));
       grad_c_n.push_back(state(2 + 2 * d));
       for (int64_t j = 0; j < kLstmParams; ++j)
