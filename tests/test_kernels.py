@@ -205,6 +205,7 @@ def lstm_grads(module, sequences, compiled):
     # the forward's recurrent product: 8-row blocks and a remainder, 48-column tiles, a
     # single-vector tail and scalars; its transpose: 16 x 16 blocks and what is left
     (37, (3, 5, 2, 7, 1, 4, 6, 2, 3, 5, 1)),
+    (37, (9,)),  # one sentence: the forward's dot products with the weight as stored
 ])
 def test_lstm_kernel_matches_reference(mode, dtype, hidden, lengths):
     torch.manual_seed(3)
@@ -215,6 +216,19 @@ def test_lstm_kernel_matches_reference(mode, dtype, hidden, lengths):
     reference = lstm_grads(module, sequences, compiled=False)
     for got, expected in zip(compiled, reference, strict=True):
         torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
+
+
+@needs_kernels
+def test_lstm_one_sentence_forward_split_across_threads_matches_reference():
+    """One direction, one sentence, 2,404 gate rows: on 2 threads the forward's dot products
+    split at row 1,202, not a multiple of their 4-row blocks."""
+    torch.manual_seed(4)
+    module = meprop.LSTM(7, 601, k=3).double()
+    sequences = [torch.randn(4, 7, dtype=torch.float64)]
+    compiled = lstm_grads(module, sequences, compiled=True)
+    reference = lstm_grads(module, sequences, compiled=False)
+    for got, expected in zip(compiled, reference, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
 
 
 @needs_kernels
