@@ -305,8 +305,5 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
 
 
 def _compiled(input, weight, bias, selection):
-    """The compiled module when its autograd Function can take this call: top-k, CPU tensors
-    of one float dtype, no autocast (whose lower-precision products the kernels do not do)."""
-    if selection != "topk" or torch.is_autocast_enabled("cpu"):
-        return None
-    return kernels.usable(input, weight, *(() if bias is None else (bias,)))
+    """The compiled module when its linear layer can take this call (``kernels.for_layer``)."""
+    return kernels.for_layer(selection, input, weight, bias)

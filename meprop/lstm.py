@@ -327,11 +327,9 @@ def lstm_forward(module, input, hx=None):
 
 
 def _compiled(module, data, params):
-    """The compiled module when its LSTM layer can take this one: sparse top-k, CPU tensors of
-    one float dtype, no autocast (whose lower-precision products the kernels do not do)."""
-    if not module.k or module.selection != "topk" or torch.is_autocast_enabled("cpu"):
-        return None
-    return kernels.usable(data, *(param for param in params if param is not None))
+    """The compiled module when its LSTM layer can take this one: sparse (k given), and what
+    ``kernels.for_layer`` asks."""
+    return kernels.for_layer(module.selection, data, *params) if module.k else None
 
 
 def _buffer_tensors(buffers, params):

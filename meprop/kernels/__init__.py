@@ -71,6 +71,15 @@ def usable(tensor, *others):
     return _build()
 
 
+def for_layer(selection, *tensors):
+    """The compiled module when its autograd Functions (the linear and LSTM layers) can take a
+    call on these tensors (None entries ignored): top-k selection, CPU tensors of one float
+    dtype, no autocast (whose lower-precision products the kernels do not do); else None."""
+    if selection != "topk" or torch.is_autocast_enabled("cpu"):
+        return None
+    return usable(*(tensor for tensor in tensors if tensor is not None))
+
+
 @contextlib.contextmanager
 def disabled():
     """Run the pure-PyTorch backward inside this block (tests, benchmarks)."""

@@ -989,6 +989,17 @@ bool plain_backward() {
   return exec_info != nullptr && exec_info->empty();
 }
 
+// ``buffer`` if this backward may write it as ``weight``'s .grad: the gradient is needed, this
+// is a plain backward(), and the weight is a leaf with no gradient yet (a non-leaf weight's
+// gradient must flow on to what computed it). Otherwise none, and a buffer it cannot use is
+// marked wholly stale: it may be .grad and accumulate anything now.
+GradBuffer writable_buffer(const GradBuffer& buffer, const at::Tensor& weight, bool need) {
+  if (!buffer.defined() || !need) return {};
+  if (plain_backward() && weight.is_leaf() && !weight.grad().defined()) return buffer;
+  buffer.nonzero.fill_(1);
+  return {};
+}
+
 // Per-example meProp backward of y = x W^T + b: returns (grad_input or an empty tensor,
 // grad_weight or an empty tensor, rows of W touched).
 std::tuple<at::Tensor, at::Tensor, int64_t> linear_backward_per_example(
@@ -1145,14 +1156,10 @@ class MePropLinearFunction : public torch::autograd::Function<MePropLinearFuncti
     const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1),
                need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
     GradBuffer buffer;
-    if (need_weight && ctx->saved_data.count("buffer")) {
-      buffer = {ctx->saved_data["buffer"].toTensor(), ctx->saved_data["nonzero"].toTensor()};
-      // A non-leaf weight's gradient must flow on to what computed it: no buffer there.
-      if (!plain_backward() || !weight.is_leaf() || weight.grad().defined()) {
-        buffer.nonzero.fill_(1);  // it may be weight.grad and accumulate anything now
-        buffer = {};
-      }
-    }
+    if (ctx->saved_data.count("buffer"))
+      buffer = writable_buffer(
+          {ctx->saved_data["buffer"].toTensor(), ctx->saved_data["nonzero"].toTensor()}, weight,
+          need_weight);
     at::Tensor grad_input, grad_weight, grad_bias;
     if (unified) {
       std::tie(grad_input, grad_weight, grad_bias) = linear_backward_unified(
@@ -1542,12 +1549,13 @@ std::vector<std::vector<at::Tensor>> lstm_forward_directions(
 
 // One LSTM layer, all its directions, as one C++ autograd Function (the Python reference:
 // LSTMLayerFunction in meprop/lstm.py, which takes the same arguments). Why: the Python
-// Function's backward spent ~0.1-0.2 ms of a ~1 ms backward at one sentence in Python around
-// the compiled call, and its autograd node more; here nothing of the backward runs in Python.
+// Function's backward spent 0.14-0.27 ms of a ~1 ms backward at one sentence in Python around
+// the compiled call; here nothing of the backward runs in Python.
 //
 // ``params`` holds per direction h0, c0, weight_ih, weight_hh, then bias_ih, bias_hh if the
-// layer has biases (an autograd Function's tensor inputs must be defined); ``buffers`` per direction a persistent gradient and its nonzero-rows
-// mask for weight_ih, then for weight_hh (undefined: none), as MePropLinearFunction takes them.
+// layer has biases (an autograd Function's tensor inputs must be defined); ``buffers`` per
+// direction a persistent gradient and its nonzero-rows mask for weight_ih, then for weight_hh
+// (undefined: none), as MePropLinearFunction takes them.
 // Returns (output [N, D * H], then h_n, c_n per direction, then per direction a 0-d int64
 // tensor of the rows of weight_ih the backward touched: -1 until it has run).
 constexpr int64_t kLstmParams = 6;  // per direction, with biases
@@ -1610,7 +1618,6 @@ class MePropLSTMLayerFunction : public torch::autograd::Function<MePropLSTMLayer
     const bool unified = ctx->saved_data["unified"].toBool();
     auto buffers = ctx->saved_data["buffers"].toTensorVector();
     auto touched = ctx->saved_data["touched"].toTensorVector();
-    const bool plain = plain_backward();
     std::vector<at::Tensor> parts[6];  // weight_ih, weight_hh, gates, tanh_cells, h/c_prev
     std::vector<std::optional<at::Tensor>> grad_h_n, grad_c_n, into[4];
     std::vector<std::array<bool, kLstmParams>> needs(directions);
@@ -1625,15 +1632,13 @@ class MePropLSTMLayerFunction : public torch::autograd::Function<MePropLSTMLayer
       for (int64_t j = 0; j < kLstmParams; ++j)
         needs[d][j] = j < per && ctx->needs_input_grad(1 + d * per + j);
       for (int weight = 0; weight < 2; ++weight) {
-        const at::Tensor& buffer = buffers[4 * d + 2 * weight];
-        const at::Tensor& nonzero = buffers[4 * d + 2 * weight + 1];
-        auto& parameter = parts[weight][d];  // a leaf is saved as itself: its .grad is its own
-        const bool usable = buffer.defined() && needs[d][2 + weight] && plain &&
-                            parameter.is_leaf() && !parameter.grad().defined();
-        if (buffer.defined() && !usable) nonzero.fill_(1);  // it may be .grad and accumulate
-        into[2 * weight].push_back(usable ? std::optional<at::Tensor>(buffer) : std::nullopt);
-        into[2 * weight + 1].push_back(usable ? std::optional<at::Tensor>(nonzero)
-                                              : std::nullopt);
+        // A leaf is saved as itself: its .grad is the parameter's.
+        const GradBuffer buffer = writable_buffer(
+            {buffers[4 * d + 2 * weight], buffers[4 * d + 2 * weight + 1]}, parts[weight][d],
+            needs[d][2 + weight]);
+        const bool usable = buffer.defined();
+        into[2 * weight].push_back(usable ? std::optional(buffer.tensor) : std::nullopt);
+        into[2 * weight + 1].push_back(usable ? std::optional(buffer.nonzero) : std::nullopt);
       }
     }
     const int64_t hidden = parts[1][0].size(1);
