@@ -11,7 +11,7 @@ setup(
     packages=find_packages(include=["meprop", "meprop.*", "data", "data.*", "tagger", "tagger.*",
                                     "parser", "parser.*"]),
     package_data={"parser": ["models/*.pt"], "tagger": ["models/*.pt"],
-                  "meprop": ["kernels/*.cpp"]},
+                  "meprop": ["kernels/*.cpp", "kernels/*.h"]},
     install_requires=["torch>=2.4", "conllu", "nltk", "numpy", "click>=8", "tqdm", "ninja"],
     extras_require={"dev": ["pytest", "ruff", "matplotlib"]},
     entry_points={

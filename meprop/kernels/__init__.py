@@ -1,6 +1,7 @@
 """Optional compiled fast paths for meProp's backward, with the pure-PyTorch code as reference.
 
-The C++ source (``cpu.cpp``) is compiled on first use by ``torch.utils.cpp_extension.load`` — a
+The C++ source (``cpu.cpp`` and the headers it includes; ninja's dependency files notice a
+changed header) is compiled on first use by ``torch.utils.cpp_extension.load`` — a
 cached JIT build against the torch that is running, so no build step at install time and no
 mismatch with pip's build isolation. When there is no compiler, the build fails, or
 ``MEPROP_KERNELS=0`` is set, :func:`cpu` returns None and callers use the PyTorch code, which
