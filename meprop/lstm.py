@@ -19,7 +19,7 @@ active. The input products for all steps are one matmul in the forward pass and 
 product over all kept entries in the backward pass; only the recurrent products run per step.
 
 On the CPU (float32/float64, top-k) a layer is one compiled autograd Function
-(``meprop.kernels``, ``lstm_layer`` in ``cpu.cpp``): the same rule, without eager PyTorch's
+(``meprop.kernels``, ``lstm_layer`` in ``kernels/lstm.h``): the same rule, without eager PyTorch's
 per-operation cost at every step, and no Python in the backward. A layer's directions are one
 autograd node, so that its forward and backward run a BiLSTM's two directions side by side,
 one thread each: every step is a chain of small products waiting on memory, which a second
@@ -57,7 +57,7 @@ FIXED = 7  # apply's arguments before the parameters
 class LSTMLayerFunction(torch.autograd.Function):
     """One LSTM layer, all its directions (1, or 2 with the reverse one second), over packed
     data, in PyTorch operations (the forward's recurrence compiled where it can be): the
-    reference for the compiled layer (``lstm_layer`` in ``meprop/kernels/cpu.cpp``, one C++
+    reference for the compiled layer (``lstm_layer`` in ``meprop/kernels/lstm.h``, one C++
     autograd Function with the same arguments), and the path where that cannot run.
 
     ``apply(data [N, in], batch_sizes (list of ints), k, mode, selection, records,

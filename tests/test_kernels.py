@@ -1,10 +1,14 @@
 """The compiled CPU kernels (meprop/kernels) against the pure-PyTorch reference path."""
 
+import ast
 import contextlib
+import fnmatch
+import re
 import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +27,32 @@ def test_kernels_build_where_a_compiler_exists():
     if not HAVE_COMPILER:
         pytest.skip("no C++ compiler")
     assert kernels.cpu() is not None
+
+
+def _local_includes(source):
+    return re.findall(r'^#include "([^"]+)"', source.read_text(), flags=re.MULTILINE)
+
+
+def test_installed_package_ships_every_file_the_kernels_include():
+    """A non-editable install builds the kernels from the installed files: setup.py's
+    package_data must take every header cpu.cpp includes, directly or through another."""
+    folder = Path(kernels.SOURCE).parent
+    setup = Path(__file__).resolve().parents[1] / "setup.py"
+    call = next(node for node in ast.walk(ast.parse(setup.read_text()))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    package_data = ast.literal_eval(next(kw.value for kw in call.keywords
+                                         if kw.arg == "package_data"))
+    patterns = package_data["meprop"]
+    needed, pending = set(), ["cpu.cpp"]
+    while pending:
+        name = pending.pop()
+        if name not in needed:
+            needed.add(name)
+            pending.extend(_local_includes(folder / name))
+    assert {"cpu.cpp", "linear.h", "lstm.h", "selection.h"} <= needed
+    for name in needed:
+        assert (folder / name).exists(), name
+        assert any(fnmatch.fnmatch(f"kernels/{name}", pattern) for pattern in patterns), name
 
 
 def linear_grads(x, weight, bias, grad, k, mode, compiled):
