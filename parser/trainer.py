@@ -163,6 +163,41 @@ def make_optimizer_for(model, options):
     return make_optimizer(options.optimizer, model.parameters(), lr, buffers=buffers)
 
 
+def _vocabs_and_config(config_overrides, train_sentences, state, min_word_freq):
+    """The vocabularies and the model configuration: a resumed run's, or built from the data."""
+    if state:
+        vocabs = {name: Vocab.from_dict(data) for name, data in state["vocabs"].items()}
+        return vocabs, ParserConfig(**state["config"])
+    vocabs = build_vocabs(train_sentences, config_overrides["pos_column"], min_word_freq)
+    config = ParserConfig(n_words=len(vocabs["words"]), n_tags=len(vocabs["tags"]),
+                          n_labels=len(vocabs["labels"]), **config_overrides)
+    return vocabs, config
+
+
+def _input_transform(train_sentences, vocabs, options, device):
+    """The training batches' word and tag dropout as one transform (None: neither)."""
+    words_transform = tags_transform = None
+    if options.word_dropout:
+        counts = word_counts(train_sentences, vocabs["words"]).to(device)
+        words_transform = word_dropout(counts, options.word_dropout, vocabs["words"].unk_index)
+    if options.tag_dropout:
+        tags_transform = tag_dropout(options.tag_dropout, vocabs["tags"].unk_index,
+                                     vocabs["tags"].index(ROOT) + 1)
+    return _compose([words_transform, tags_transform])
+
+
+def _epoch_data(features, predicted_tags, options, epoch, device):
+    """An epoch's order of the transitions, and its features (with predicted POS mixed in).
+    Seeded per epoch so that a resumed run sees the same batches as an uninterrupted one."""
+    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(
+        options.seed * 1000 + epoch)).to(device)
+    if predicted_tags is None:
+        return order, features
+    return order, mix_predicted_tags(
+        features, predicted_tags, options.predicted_tags_rate,
+        torch.Generator().manual_seed(options.seed * 1000 + epoch + 500))
+
+
 def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
                  device=torch.device("cpu"), resume=False, progress=True, log=print,
                  predicted_tag_sentences=None):
@@ -176,14 +211,8 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
     """
     seed_everything(options.seed)
     state = load_checkpoint(resume_path(out)) if resume and resume_path(out).exists() else None
-    if state:
-        vocabs = {name: Vocab.from_dict(data) for name, data in state["vocabs"].items()}
-        config = ParserConfig(**state["config"])
-    else:
-        vocabs = build_vocabs(train_sentences, config_overrides["pos_column"],
-                              options.min_word_freq)
-        config = ParserConfig(n_words=len(vocabs["words"]), n_tags=len(vocabs["tags"]),
-                              n_labels=len(vocabs["labels"]), **config_overrides)
+    vocabs, config = _vocabs_and_config(config_overrides, train_sentences, state,
+                                        options.min_word_freq)
     features, transitions, skipped = make_examples(train_sentences, vocabs, config.pos_column)
     log(f"{len(features)} training transitions from {len(train_sentences) - skipped} sentences; "
         f"{skipped} non-projective sentences skipped")
@@ -209,14 +238,7 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
             average.load_state_dict(state["average"])
         log(f"resuming after epoch {state['epoch']} (best dev UAS {best['dev_uas']:.2f})")
     features, transitions = features.to(device), transitions.to(device)
-    words_transform = tags_transform = None
-    if options.word_dropout:
-        counts = word_counts(train_sentences, vocabs["words"]).to(device)
-        words_transform = word_dropout(counts, options.word_dropout, vocabs["words"].unk_index)
-    if options.tag_dropout:
-        tags_transform = tag_dropout(options.tag_dropout, vocabs["tags"].unk_index,
-                                     vocabs["tags"].index(ROOT) + 1)
-    transform = _compose([words_transform, tags_transform])
+    transform = _input_transform(train_sentences, vocabs, options, device)
     scored = model if average is None else average.module  # what dev sees and `out` keeps
     clock = BackpropClock(device)
     clock.seconds = backprop
@@ -224,14 +246,7 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
     for epoch in range(first_epoch, options.epochs + 1):
         synchronize(device)
         start = time.perf_counter()
-        # Seeded per epoch so that a resumed run sees the same batches as an uninterrupted one.
-        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(
-            options.seed * 1000 + epoch)).to(device)
-        epoch_features = features
-        if predicted_tags is not None:
-            epoch_features = mix_predicted_tags(
-                features, predicted_tags, options.predicted_tags_rate,
-                torch.Generator().manual_seed(options.seed * 1000 + epoch + 500))
+        order, epoch_features = _epoch_data(features, predicted_tags, options, epoch, device)
         loss, epoch_touched, epoch_steps = train_epoch(
             model, epoch_features, transitions, order, options.batch_size, optimizer, clock,
             desc=f"epoch {epoch}/{options.epochs}", progress=progress, transform=transform,

@@ -79,6 +79,26 @@ def _prepare(config_overrides, train_sentences, state, min_word_freq):
     return vocabs, config
 
 
+def _train_epoch(model, batches, inputs, targets, dropout_ids, optimizer, clock, device, desc,
+                 progress):
+    """One pass over ``batches`` (lists of sentence indices into ``inputs`` and each column's
+    ``targets``): the loss summed over the columns, one optimizer step per batch. Returns the
+    last batch's loss, the rows meProp touched summed over the steps, and the steps."""
+    model.train()
+    touched_sum = steps = 0
+    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        logits, _ = model([inputs[i].to(device) for i in batch], dropout_ids)
+        loss = sum(F.cross_entropy(logits[column], pack_sequence(
+            [targets[column][i] for i in batch], enforce_sorted=False).data.to(device))
+            for column in targets)
+        optimizer.zero_grad(set_to_none=True)
+        clock.backward(loss)
+        optimizer.step()
+        touched_sum += rows_touched(model) or 0.0
+        steps += 1
+    return loss, touched_sum, steps
+
+
 def train_tagger(config_overrides, train_sentences, dev_sentences, options, out,
                  device=torch.device("cpu"), resume=False, progress=True, log=print):
     """Train; after each epoch tag dev, keep the best model (mean accuracy of the columns) at
@@ -113,18 +133,11 @@ def train_tagger(config_overrides, train_sentences, dev_sentences, options, out,
                                    generator) if config.word_dropout else None
         batches = bucket_batches([len(x) for x in inputs], options.batch_size,
                                  seed=options.seed * 1000 + epoch)
-        model.train()
-        for batch in tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", disable=not progress,
-                          leave=False):
-            logits, _ = model([inputs[i].to(device) for i in batch], dropout_ids)
-            loss = sum(F.cross_entropy(logits[c], pack_sequence(
-                [targets[c][i] for i in batch], enforce_sorted=False).data.to(device))
-                for c in config.columns)
-            optimizer.zero_grad(set_to_none=True)
-            clock.backward(loss)
-            optimizer.step()
-            touched_sum += rows_touched(model) or 0.0
-            steps += 1
+        loss, epoch_touched, epoch_steps = _train_epoch(
+            model, batches, inputs, targets, dropout_ids, optimizer, clock, device,
+            desc=f"epoch {epoch}/{options.epochs}", progress=progress)
+        touched_sum += epoch_touched
+        steps += epoch_steps
         score = evaluate(model, vocabs, dev_sentences)
         synchronize(device)
         elapsed += time.perf_counter() - start
