@@ -185,6 +185,43 @@ def _direction_forward(projected, h0, c0, weight_hh, batch_sizes, reverse):
     return output, h, c, gates, tanh_cells, h_prev_rows, c_prev_rows
 
 
+def _gate_factors(gates, tanh_cell, c_prev_rows):
+    """Everything of the gate derivatives that does not depend on the incoming gradient, for
+    all rows at once, so that each time step needs only a few small operations:
+    ``d pre = [dc, dc, dc, dh] * factors`` and ``dc += dh * out_factor``. Returns ``factors``
+    [rows, 4, hidden] and ``out_factor`` [rows, hidden]."""
+    in_gate, forget_gate, cell_gate, out_gate = gates.chunk(N_GATES, 1)
+    factors = torch.cat([cell_gate * in_gate * (1 - in_gate),
+                         c_prev_rows * forget_gate * (1 - forget_gate),
+                         in_gate * (1 - cell_gate * cell_gate),
+                         tanh_cell * out_gate * (1 - out_gate)], dim=1)
+    return factors.view(len(gates), N_GATES, -1), out_gate * (1 - tanh_cell * tanh_cell)
+
+
+def _dense_input_grads(grad_pre, data, weight_ih, h_prev_rows, need_data, need_w_ih, need_w_hh):
+    """Dense BPTT's gradients of the inputs and both weights from the full gate gradient
+    (None where not needed), and the rows touched: all of them."""
+    grad_data = grad_pre @ weight_ih if need_data else None
+    grad_w_ih = grad_pre.t() @ data if need_w_ih else None
+    grad_w_hh = grad_pre.t() @ h_prev_rows if need_w_hh else None
+    return grad_data, grad_w_ih, grad_w_hh, weight_ih.shape[0]
+
+
+def _sparse_input_grads(kept_columns, kept_values, data, weight_ih, h_prev_rows, gate_rows,
+                        need_data, need_w_hh):
+    """meProp's gradients of the inputs and both weights from the kept gate entries only
+    (W_ih's always: its row counts give the rows touched), and the rows touched."""
+    grad_data = None
+    if need_data:
+        grad_data = F.embedding_bag(kept_columns, weight_ih, per_sample_weights=kept_values,
+                                    mode="sum")
+    grad_w_ih, counts = sparse_weight_grad(kept_columns, kept_values, data, gate_rows)
+    grad_w_hh = None
+    if need_w_hh:
+        grad_w_hh, _ = sparse_weight_grad(kept_columns, kept_values, h_prev_rows, gate_rows)
+    return grad_data, grad_w_ih, grad_w_hh, (counts > 0).sum()
+
+
 def _reference_backward(ctx, k, data, grad_output, grad_h_n, grad_c_n, saved, needs, need_data,
                         reverse):
     """One direction's sparse (or, k None, dense) BPTT in PyTorch operations: ``(grad_data,
@@ -198,16 +235,8 @@ def _reference_backward(ctx, k, data, grad_output, grad_h_n, grad_c_n, saved, ne
         kept_columns = torch.empty(gates.shape[0], N_GATES * k, dtype=torch.long,
                                    device=gates.device)
         kept_values = gates.new_empty(gates.shape[0], N_GATES * k)
-    # Everything of the gate derivatives that does not depend on the incoming gradient is
-    # computed for all rows at once, so each time step needs only a few small operations:
-    #   d pre = [dc, dc, dc, dh] * factors,   dc += dh * out_factor
-    in_gate, forget_gate, cell_gate, out_gate = gates.chunk(N_GATES, 1)
-    factors = torch.cat([cell_gate * in_gate * (1 - in_gate),
-                         c_prev_rows * forget_gate * (1 - forget_gate),
-                         in_gate * (1 - cell_gate * cell_gate),
-                         tanh_cell * out_gate * (1 - out_gate)], dim=1)
-    factors = factors.view(-1, N_GATES, hidden)
-    out_factor = out_gate * (1 - tanh_cell * tanh_cell)
+    factors, out_factor = _gate_factors(gates, tanh_cell, c_prev_rows)
+    forget_gate = gates[:, hidden:2 * hidden]
     grad_pre_gates = grad_pre.view(-1, N_GATES, hidden)
     grad_h, grad_c = grad_h_n.clone(), grad_c_n.clone()
     for start, size in reversed(_step_rows(ctx.batch_sizes, reverse)):
@@ -227,25 +256,13 @@ def _reference_backward(ctx, k, data, grad_output, grad_h_n, grad_c_n, saved, ne
                                             mode="sum")
         grad_c[:size] = grad_c_step * forget_gate[rows]
 
-    grad_data = grad_w_ih = grad_w_hh = None
     if dense:
-        if need_data:
-            grad_data = grad_pre @ weight_ih
-        if need_w_ih:
-            grad_w_ih = grad_pre.t() @ data
-        if need_w_hh:
-            grad_w_hh = grad_pre.t() @ h_prev_rows
-        touched = weight_hh.shape[0]
+        grad_data, grad_w_ih, grad_w_hh, touched = _dense_input_grads(
+            grad_pre, data, weight_ih, h_prev_rows, need_data, need_w_ih, need_w_hh)
     else:
-        if need_data:
-            grad_data = F.embedding_bag(kept_columns, weight_ih, per_sample_weights=kept_values,
-                                        mode="sum")
-        grad_w_ih, counts = sparse_weight_grad(kept_columns, kept_values, data,
-                                               weight_ih.shape[0])
-        if need_w_hh:
-            grad_w_hh, _ = sparse_weight_grad(kept_columns, kept_values, h_prev_rows,
-                                              weight_hh.shape[0])
-        touched = (counts > 0).sum()
+        grad_data, grad_w_ih, grad_w_hh, touched = _sparse_input_grads(
+            kept_columns, kept_values, data, weight_ih, h_prev_rows, weight_hh.shape[0],
+            need_data, need_w_hh)
     grad_bias = grad_pre.sum(0) if (need_b_ih or need_b_hh) else None
     return (grad_data, grad_h, grad_c, grad_w_ih if need_w_ih else None, grad_w_hh, grad_bias,
             touched)
