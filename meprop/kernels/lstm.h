@@ -1,6 +1,7 @@
 // The meProp LSTM layer: forward, back propagation through time, and its C++ autograd Function.
 // Part of meProp's compiled CPU kernels: included by cpu.cpp only, which is compiled as one
-// unit so that every call can be inlined (the tiles below depend on it).
+// unit (hence the unnamed namespace) so that every call can be inlined, which the register
+// tiles of the products depend on.
 
 #pragma once
 
