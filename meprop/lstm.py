@@ -195,7 +195,7 @@ def _gate_factors(gates, tanh_cell, c_prev_rows):
                          c_prev_rows * forget_gate * (1 - forget_gate),
                          in_gate * (1 - cell_gate * cell_gate),
                          tanh_cell * out_gate * (1 - out_gate)], dim=1)
-    return factors.view(len(gates), N_GATES, -1), out_gate * (1 - tanh_cell * tanh_cell)
+    return factors.view(-1, N_GATES, tanh_cell.shape[1]), out_gate * (1 - tanh_cell * tanh_cell)
 
 
 def _dense_input_grads(grad_pre, data, weight_ih, h_prev_rows, need_data, need_w_ih, need_w_hh):
