@@ -185,6 +185,18 @@ void topk_positions(const T* scores, int64_t n, int64_t k, int64_t* pos, Scratch
   for (int64_t j = 0; j < std::min(taken, k); ++j) pos[j] = chosen[j];
 }
 
+// Each group's k entries of largest magnitude in one row [groups * width]: columns
+// [groups * k] (int64, into the full row).
+template <typename T>
+void select_groups(const T* row, int64_t groups, int64_t width, int64_t k, int64_t* columns,
+                   Scratch<T>& scratch) {
+  for (int64_t g = 0; g < groups; ++g) {
+    int64_t* pos = columns + g * k;
+    topk_positions(row + g * width, width, k, pos, scratch);
+    for (int64_t j = 0; j < k; ++j) pos[j] += g * width;
+  }
+}
+
 // Per row of grad [rows, groups * width], each group's k entries of largest magnitude:
 // columns [rows, groups * k] (int64, into the full row) and their values.
 template <typename T>
@@ -196,14 +208,9 @@ void select_rows(const T* grad, int64_t rows, int64_t groups, int64_t width, int
     Scratch<T> scratch(width);
     for (int64_t r = begin; r < end; ++r) {
       const T* row = grad + r * cols;
-      for (int64_t g = 0; g < groups; ++g) {
-        int64_t* pos = columns + r * groups * k + g * k;
-        topk_positions(row + g * width, width, k, pos, scratch);
-        for (int64_t j = 0; j < k; ++j) {
-          pos[j] += g * width;
-          values[r * groups * k + g * k + j] = row[pos[j]];
-        }
-      }
+      int64_t* row_columns = columns + r * groups * k;
+      select_groups(row, groups, width, k, row_columns, scratch);
+      for (int64_t j = 0; j < groups * k; ++j) values[r * groups * k + j] = row[row_columns[j]];
     }
   });
 }
@@ -220,11 +227,7 @@ void select_shared(const T* grad, int64_t rows, int64_t groups, int64_t width, i
     // same candidates in the same order give the same columns, without the sums in double.
     // That was half the selection's time at the tagger's shape (~25 us of a direction's ~380).
     Scratch<T> scratch(width);
-    for (int64_t g = 0; g < groups; ++g) {
-      int64_t* pos = columns + g * k;
-      topk_positions(grad + g * width, width, k, pos, scratch);
-      for (int64_t j = 0; j < k; ++j) pos[j] += g * width;
-    }
+    select_groups(grad, groups, width, k, columns, scratch);
     return;
   }
   const int64_t cols = groups * width;
@@ -251,11 +254,7 @@ void select_shared(const T* grad, int64_t rows, int64_t groups, int64_t width, i
   if (column_sums != nullptr)
     for (int64_t c = 0; c < cols; ++c) column_sums[c] = static_cast<T>(partial[cols + c]);
   Scratch<double> scratch(width);
-  for (int64_t g = 0; g < groups; ++g) {
-    int64_t* pos = columns + g * k;
-    topk_positions(partial.data() + g * width, width, k, pos, scratch);
-    for (int64_t j = 0; j < k; ++j) pos[j] += g * width;
-  }
+  select_groups(partial.data(), groups, width, k, columns, scratch);
 }
 
 }  // namespace
