@@ -121,7 +121,35 @@ def backward_seconds(layer, inputs, grad_output, device):
     return time.perf_counter() - start
 
 
-def time_backwards(layers, inputs, grad_output, device, repeats, warmup, seconds, rounds):
+class RepeatedBackward:
+    """Seconds of a backward run again over one retained forward of each layer: the backward
+    with its data in cache. A diagnostic, not the targets' measure: in training (and in
+    :func:`backward_seconds`) a forward runs just before, and at one sentence the LSTM's forward
+    streams each direction's 4 MB W_hh through the caches once per word, which evicts what the
+    backward then reads and writes."""
+
+    def __init__(self):
+        self.graphs = {}
+
+    def __call__(self, layer, inputs, grad_output, device):
+        if layer not in self.graphs:
+            output = layer(inputs)
+            if isinstance(output, tuple):
+                output = output[0]
+            self.graphs[layer] = (output, torch.ones_like(output) if grad_output is None
+                                  else grad_output)
+        output, grad = self.graphs[layer]
+        inputs.grad = None
+        layer.zero_grad(set_to_none=True)
+        synchronize(device)
+        start = time.perf_counter()
+        output.backward(grad, retain_graph=True)
+        synchronize(device)
+        return time.perf_counter() - start
+
+
+def time_backwards(layers, inputs, grad_output, device, repeats, warmup, seconds, rounds,
+                   timer=backward_seconds):
     """Median backward seconds of each ``(label, layer)``, the layers taking turns.
 
     As :func:`time_training_steps`: ``rounds`` blocks of consecutive backward calls per layer in
@@ -130,8 +158,9 @@ def time_backwards(layers, inputs, grad_output, device, repeats, warmup, seconds
     counted, nor as many as the block times: a switch leaves transients behind (after a few
     meProp calls, dense ``nn.LSTM``'s next dozen backward calls took twice their steady time: the
     allocator's pages), and each layer is timed in its own steady state, as training runs it.
-    Each layer gets at least ``repeats`` timed calls and at least ``seconds`` of them."""
-    first = max(backward_seconds(layers[0][1], inputs, grad_output, device)
+    Each layer gets at least ``repeats`` timed calls and at least ``seconds`` of them.
+    ``timer``: :func:`backward_seconds`, or a :class:`RepeatedBackward`."""
+    first = max(timer(layers[0][1], inputs, grad_output, device)
                 for _ in range(warmup + 1))
     repeats = max(repeats, min(2000, int(seconds / max(first, 1e-6))))
     block = -(-repeats // rounds)
@@ -140,7 +169,7 @@ def time_backwards(layers, inputs, grad_output, device, repeats, warmup, seconds
     for _ in range(rounds):
         for label, layer in layers:
             for call in range(settle + block):
-                seconds_taken = backward_seconds(layer, inputs, grad_output, device)
+                seconds_taken = timer(layer, inputs, grad_output, device)
                 if call >= settle:
                     times[label].append(seconds_taken)
     return {label: statistics.median(values) for label, values in times.items()}
@@ -210,7 +239,8 @@ def bench_case(n_in, n_out, batch, k, device, repeats, warmup, graphed=False, se
 LSTM_CASES = [("POS BiLSTM", 190, 500, 25, 5)]
 
 
-def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup, seconds=0.0, rounds=1):
+def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup, seconds=0.0, rounds=1,
+                    timer=backward_seconds):
     torch.manual_seed(0)
     inputs = torch.randn(length, 1, n_in, device=device, requires_grad=True)
     dense = torch.nn.LSTM(n_in, hidden, bidirectional=True, device=device)
@@ -220,7 +250,7 @@ def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup, seconds=0.
                             persistent_grad=PERSISTENT_GRAD)
         layer.load_state_dict(dense.state_dict())
         layers.append((mode, layer))
-    return time_backwards(layers, inputs, None, device, repeats, warmup, seconds, rounds)
+    return time_backwards(layers, inputs, None, device, repeats, warmup, seconds, rounds, timer)
 
 
 class _NoWork(torch.autograd.Function):
@@ -398,6 +428,10 @@ def main(args):
         times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup,
                                 args.layer_seconds, args.rounds)
         print_row(name, f"{n_in}->{hidden} x2, {length} words", 1, k, times)
+        times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup,
+                                args.layer_seconds, args.rounds, RepeatedBackward())
+        print_row(f"{name}, warm caches (diagnostic: backward repeated on one forward)",
+                  f"{n_in}->{hidden} x2, {length} words", 1, k, times)
     if not args.quick:
         for mode in ("per_example", "unified"):
             bench_overhead(device, args.repeats, args.warmup, CASES[2:4], mode,

@@ -23,6 +23,10 @@ def test_bench_backprop_quick_prints_a_row_per_case(extra):
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert len(cells) == 9
         assert all(float(value) > 0 for value in cells[4:])
+    lstm_rows = [line for line in result.stdout.splitlines() if line.startswith("| POS BiLSTM")]
+    assert len(lstm_rows) == 2 and "warm caches" in lstm_rows[1]
+    for row in lstm_rows:
+        assert all(float(cell) > 0 for cell in row.strip("|").split("|")[4:])
     assert "threads 1" in result.stdout and "in 5 rounds of turns" in result.stdout
     assert f"persistent grad {'on' if extra else 'off'}" in result.stdout
 
@@ -67,6 +71,27 @@ def test_bench_parser_reports_its_speed(beam, tags, data_dir):
         text=True, timeout=120, check=True)
     assert f"beam {beam}, POS {tags}" in result.stdout
     assert "20 sentences" in result.stdout and "sentences/s" in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+def test_repeated_backward_gives_the_gradients_of_a_fresh_forward(mode):
+    """The warm-cache diagnostic times the same backward: each run over the retained forward
+    rewrites the persistent gradients with what a forward and backward of their own give."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_backprop
+
+    import meprop
+
+    torch.manual_seed(0)
+    inputs = torch.randn(6, 1, 12, requires_grad=True)
+    layer = meprop.LSTM(12, 16, bidirectional=True, k=3, mode=mode, persistent_grad=True)
+    bench_backprop.backward_seconds(layer, inputs, None, torch.device("cpu"))
+    expected = bench_backprop.gradients(layer, inputs)
+    repeated = bench_backprop.RepeatedBackward()
+    for _ in range(3):
+        repeated(layer, inputs, None, torch.device("cpu"))
+        for got, want in zip(bench_backprop.gradients(layer, inputs), expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_jackknife_tags_each_part_by_a_tagger_that_did_not_see_it(tmp_path):
