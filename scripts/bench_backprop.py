@@ -5,7 +5,10 @@ selection included; the forward is not timed) for dense ``nn.Linear``, meProp pe
 meProp unified, and prints a Markdown table of medians and speed-ups. Run it alone on the machine.
 Dense and meProp take turns (``--rounds`` blocks of calls each), and a layer whose backward takes
 microseconds is called until ``--layer-seconds`` are spent (at most 2,000 calls): 20 calls of a
-0.1 ms backward are 2 ms of measurement, and the machine's slow spells last longer.
+0.1 ms backward are 2 ms of measurement, and the machine's slow spells last longer. The POS
+BiLSTM gets a second row, a diagnostic: its backward run again over one retained forward, with
+its data in cache (see ``RepeatedBackward``); the first row, a forward before each backward, is
+the measure of training.
 
     python scripts/bench_backprop.py [--threads 2] [--repeats 20] [--device cpu] [--no-kernels]
     python scripts/bench_backprop.py --device cuda --gpu-paper [--cuda-graph] [--persistent-grad]
