@@ -49,8 +49,9 @@ class Sentence:
         self.source, self.first_line = source, first_line
 
     @classmethod
-    def from_tokens(cls, tokens, text=None):
-        """A sentence from plain tokens, as CoNLL-U lines with every other column ``_``."""
+    def from_tokens(cls, tokens, text=None, source="<memory>", first_line=1):
+        """A sentence from plain tokens, as CoNLL-U lines with every other column ``_``;
+        ``source`` and ``first_line``: where it was read, for messages."""
         lines = [f"# text = {text}\n"] if text else []
         word_rows, columns = [], []
         for index, form in enumerate(tokens, start=1):
@@ -59,7 +60,7 @@ class Sentence:
             lines.append("\t".join(cols) + "\n")
             columns.append(cols)
         lines.append("\n")
-        return cls(lines, word_rows, columns)
+        return cls(lines, word_rows, columns, source=source, first_line=first_line)
 
     def __len__(self):
         return len(self.forms)
@@ -154,17 +155,17 @@ def read(path):
         if is_conll:
             yield from _read_conll(all_lines(), name)
         else:
-            yield from _read_plain(all_lines())
+            yield from _read_plain(all_lines(), name)
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()
 
 
-def _read_plain(lines):
-    for _, raw in lines:
+def _read_plain(lines, name):
+    for number, raw in lines:
         text = _split_terminator(raw)[0].strip()
         if text:
-            yield Sentence.from_tokens(text.split(), text=text)
+            yield Sentence.from_tokens(text.split(), text=text, source=name, first_line=number)
 
 
 def _read_conll(lines, name):

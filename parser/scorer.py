@@ -26,6 +26,12 @@ class AttachmentScore:
         if gold.forms != predicted.forms:
             raise ValueError(f"sentence at {gold.source}:{gold.first_line} has different words "
                              "in the prediction")
+        if None in gold.heads:
+            # A word without a gold head would count as an error: unparsed text (plain text,
+            # or "_" in HEAD) would score 0 instead of failing.
+            word = gold.heads.index(None) + 1
+            raise ValueError(f"sentence at {gold.source}:{gold.first_line} has no gold head for "
+                             f"word {word} ('_' in HEAD): the gold file must be parsed")
         for i in range(len(gold)):
             head_ok = gold.heads[i] == predicted.heads[i]
             label_ok = base_label(gold.deprels[i]) == base_label(predicted.deprels[i])

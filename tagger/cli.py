@@ -178,6 +178,8 @@ def evaluate(gold_file, model_path, pred_file, column, train_file, metrics_json)
             score.add(gold_sentence, predicted_sentence)
     except (DataError, ValueError) as error:
         fail(error)
+    if not any(score.total.values()):  # plain text, or "_" in every gold tag: nothing to score
+        fail(f"{gold_file} has no gold {' or '.join(c.upper() for c in columns)} tags to score")
     metrics = score.metrics()
     click.echo(json.dumps(metrics, indent=2, sort_keys=True))
     if metrics_json:

@@ -100,6 +100,8 @@ def test_plain_text_input(tmp_path):
     sentences = list(conll.read(write_file(tmp_path, "The dog barks .\n\n  Go  home\n", "in.txt")))
     assert [s.forms for s in sentences] == [["The", "dog", "barks", "."], ["Go", "home"]]
     assert sentences[0].heads == [None] * 4
+    assert [(s.source, s.first_line) for s in sentences] == [(str(tmp_path / "in.txt"), 1),
+                                                             (str(tmp_path / "in.txt"), 3)]
     text = conll.to_string(sentences[1:])
     empty_columns = "\t_" * 8
     assert text == f"# text = Go  home\n1\tGo{empty_columns}\n2\thome{empty_columns}\n\n"

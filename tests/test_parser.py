@@ -124,6 +124,20 @@ def test_cli_train_predict_evaluate_round_trip(tmp_path):
     assert json.loads(result.output)["las"] == 100.0
 
 
+def test_cli_evaluate_refuses_a_gold_file_without_heads(tmp_path):
+    """Unparsed text would otherwise score 0 UAS, as if every head were wrong."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("The dog barks .\n")
+    unparsed = tmp_path / "unparsed.conllu"
+    unparsed.write_text(conllu_text(SENTENCES).replace("\t3\tnsubj\t", "\t_\t_\t"))
+    runner = CliRunner()
+    for gold, where in ((plain, f"{plain}:1"), (unparsed, f"{unparsed}:")):
+        result = runner.invoke(main, ["evaluate", str(gold), "--pred", str(gold)])
+        assert result.exit_code != 0
+        assert "has no gold head for word" in result.output and where in result.output
+        assert "uas" not in result.output
+
+
 def test_cli_predict_refuses_to_overwrite_input_and_reports_bad_files(tmp_path):
     treebank = write_treebank(tmp_path / "t.conllu")
     model_path = tmp_path / "m.pt"

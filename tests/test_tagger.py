@@ -85,6 +85,13 @@ def train_small(tmp_path, extra=(), repeat=10, epochs="15"):
     return treebank, model_path, json.loads((tmp_path / "train.json").read_text())
 
 
+def test_cli_evaluate_refuses_a_gold_file_without_tags(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("The dog barks .\n")
+    result = CliRunner().invoke(main, ["evaluate", str(plain), "--pred", str(plain)])
+    assert result.exit_code != 0 and "has no gold UPOS or XPOS tags to score" in result.output
+
+
 @pytest.mark.parametrize("mode", ["per_example", "unified"])
 def test_cli_train_predict_evaluate_round_trip(tmp_path, mode):
     treebank, model_path, metrics = train_small(tmp_path, ["--mode", mode])
