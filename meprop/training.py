@@ -126,7 +126,17 @@ def load_checkpoint(path):
     except FileNotFoundError:
         raise
     except Exception as error:  # pickle/zip errors: a clear message rather than a traceback
-        raise ValueError(f"{path}: not a readable meprop checkpoint ({error})") from None
+        raise ValueError(f"{path}: not a readable meprop checkpoint "
+                         f"({_load_failure(error)})") from None
+
+
+def _load_failure(error):
+    """One line on why ``torch.load`` failed: its weights-only refusal is a paragraph of advice
+    on loading untrusted files, which is not what a user of a wrong file needs."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        return "it holds more than tensors and plain data, or is not a torch file"
+    return text.splitlines()[0] if text.strip() else type(error).__name__
 
 
 def train_epoch(model, inputs, targets, order, batch_size, optimizer, clock, desc="",

@@ -63,6 +63,8 @@ def model_payload(model, vocabs):
 def load_model(path, device="cpu"):
     """``(model, vocabs)`` from a checkpoint written by :func:`model_payload`."""
     payload = load_checkpoint(path)
+    if not {"config", "vocabs", "model"} <= payload.keys() or "n_labels" not in payload["config"]:
+        raise ValueError(f"{path} is not a parser checkpoint")
     vocabs = {name: Vocab.from_dict(data) for name, data in payload["vocabs"].items()}
     model = ParserModel(ParserConfig(**payload["config"]))
     model.load_state_dict({k: v.float() for k, v in payload["model"].items()})

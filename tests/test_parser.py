@@ -138,6 +138,21 @@ def test_cli_evaluate_refuses_a_gold_file_without_heads(tmp_path):
         assert "uas" not in result.output
 
 
+def test_cli_names_a_model_file_that_is_not_a_parser(tmp_path):
+    from tagger.cli import DEFAULT_MODEL as TAGGER_MODEL
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("The dog barks .\n")
+    not_torch = tmp_path / "notes.pt"
+    not_torch.write_text("not a checkpoint\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["predict", str(plain), "--model", str(TAGGER_MODEL)])
+    assert result.exit_code == 1 and f"{TAGGER_MODEL} is not a parser checkpoint" in result.output
+    result = runner.invoke(main, ["predict", str(plain), "--model", str(not_torch)])
+    assert result.exit_code == 1 and "not a readable meprop checkpoint" in result.output
+    assert len(result.output.strip().splitlines()) == 1  # not torch's paragraph of advice
+
+
 def test_cli_predict_refuses_to_overwrite_input_and_reports_bad_files(tmp_path):
     treebank = write_treebank(tmp_path / "t.conllu")
     model_path = tmp_path / "m.pt"
