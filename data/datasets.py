@@ -216,7 +216,9 @@ def locate(name, data_dir=None, download=True, registry=REGISTRY):
             if target.is_file():
                 _verify(dataset, data_file, target)
                 continue
-            failures += _download(data_file, target) or []
+            failures = _download(data_file, target) or []
+            if failures:  # every mirror failed: the other files would fail the same way, each
+                break     # after its own timeouts (30 s per mirror without a network)
         if not failures:
             return cache
     looked = "; ".join(f"{label}: {root}" for label, root in roots)

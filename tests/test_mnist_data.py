@@ -108,6 +108,24 @@ def test_locate_missing_names_every_place(isolated):
     assert not (isolated / "cache" / "tiny" / "digits.bin").exists()
 
 
+def test_locate_stops_downloading_after_a_file_no_mirror_serves(isolated, monkeypatch):
+    from data import datasets
+
+    registry, source = tiny_dataset(isolated)
+    source.unlink()
+    first = registry["tiny"].files[0]
+    second = DataFile("tiny/labels.bin", first.sha256, first.urls)
+    registry = {"tiny": Dataset("tiny", "test", (first, second))}
+    tried = []
+    real_download = datasets._download
+    monkeypatch.setattr(datasets, "_download",
+                        lambda data_file, target: tried.append(data_file.path)
+                        or real_download(data_file, target))
+    with pytest.raises(DataError, match="downloads failed"):
+        locate("tiny", None, registry=registry)
+    assert tried == ["tiny/digits.bin"]
+
+
 def test_locate_corrupted_file_fails_checksum(isolated):
     registry, _ = tiny_dataset(isolated)
     (isolated / "option" / "tiny").mkdir(parents=True)
