@@ -110,7 +110,7 @@ def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, 
     from data import DataError, conll
     from data.datasets import split_path
     from meprop.training import resolve_device, write_metrics_json
-    from parser.data import check_same_trees
+    from parser.data import check_parsed, check_same_trees
     from parser.trainer import TrainOptions, train_parser
 
     try:
@@ -118,6 +118,7 @@ def train(train_file, dev_file, k, mode, selection, hidden, layers, activation, 
         dev_path = dev_file or split_path("ud-english-ewt", "dev", data_dir)
         train_sentences = [s for s in conll.read(train_path) if len(s)]
         dev_sentences = [s for s in conll.read(dev_path) if len(s)]
+        check_parsed(train_sentences, dev_sentences)  # as train_parser does; here, a one-line error
         predicted_tag_sentences = None
         if train_tags_file:
             predicted_tag_sentences = [s for s in conll.read(train_tags_file) if len(s)]

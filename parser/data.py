@@ -82,6 +82,20 @@ def check_same_trees(sentences, other_sentences):
             raise ValueError(f"sentence {number} differs in its words, heads or labels")
 
 
+def check_parsed(train_sentences, dev_sentences):
+    """Raise ``ValueError`` (naming file and line) unless the training sentences include parsed
+    ones and every dev sentence is parsed: otherwise training stops after its first epoch, or
+    finds nothing to learn from. ("_" in HEAD: not parsed.)"""
+    if train_sentences and all(None in sentence.heads for sentence in train_sentences):
+        raise ValueError(f"{train_sentences[0].source}: no training sentence has its heads ('_' "
+                         "in HEAD): training needs a parsed treebank")
+    for sentence in dev_sentences:
+        if None in sentence.heads:
+            raise ValueError(f"{sentence.source}:{sentence.first_line}: a dev sentence without "
+                             f"a head for word {sentence.heads.index(None) + 1} ('_' in HEAD): "
+                             "the dev set must be parsed, as it is scored")
+
+
 def make_examples(sentences, vocabs, pos_column):
     """Oracle features and transitions over the projective sentences.
 

@@ -23,6 +23,7 @@ from meprop.training import (
 from parser.data import (
     ROOT,
     build_vocabs,
+    check_parsed,
     check_same_trees,
     make_examples,
     normalize_word,
@@ -211,6 +212,7 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
     A training checkpoint (model, optimizer, epoch, best score) is kept at ``out.resume``
     so ``resume=True`` continues an interrupted run. Returns a flat metrics dict.
     """
+    check_parsed(train_sentences, dev_sentences)
     seed_everything(options.seed)
     state = load_checkpoint(resume_path(out)) if resume and resume_path(out).exists() else None
     vocabs, config = _vocabs_and_config(config_overrides, train_sentences, state,
@@ -218,6 +220,9 @@ def train_parser(config_overrides, train_sentences, dev_sentences, options, out,
     features, transitions, skipped = make_examples(train_sentences, vocabs, config.pos_column)
     log(f"{len(features)} training transitions from {len(train_sentences) - skipped} sentences; "
         f"{skipped} non-projective sentences skipped")
+    if not len(features):
+        raise ValueError("no training transitions: every training sentence is unparsed or "
+                         "non-projective")
     predicted_tags = None
     if predicted_tag_sentences is not None:
         predicted_tags = predicted_tag_features(train_sentences, predicted_tag_sentences, vocabs,

@@ -65,6 +65,16 @@ def build_vocabs(sentences, columns, min_word_freq=2, min_affix_freq=2):
     return vocabs
 
 
+def check_dev_tags(dev_sentences, columns):
+    """Raise ``ValueError`` unless the dev set has gold tags in every trained column: each
+    epoch is scored on them, and a column without any has no accuracy to choose a model by."""
+    for column in columns:
+        if not any(tag != "_" for s in dev_sentences for tag in sentence_tags(s, column)):
+            where = dev_sentences[0].source if dev_sentences else "the dev set"
+            raise ValueError(f"{where}: no dev word has a {column.upper()} tag ('_' throughout): "
+                             "the dev set must be tagged in each trained column (--column)")
+
+
 # The vocabulary of UPOS/XPOS pairs seen in training: with both columns, prediction picks the
 # best of these pairs rather than each column's best tag alone.
 TAG_PAIRS = "tag_pairs"

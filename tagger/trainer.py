@@ -24,7 +24,14 @@ from meprop.training import (
     seed_everything,
     synchronize,
 )
-from tagger.data import FEATURE_NAMES, build_vocabs, encode_inputs, encode_targets, word_counts
+from tagger.data import (
+    FEATURE_NAMES,
+    build_vocabs,
+    check_dev_tags,
+    encode_inputs,
+    encode_targets,
+    word_counts,
+)
 from tagger.model import TaggerConfig, TaggerModel
 from tagger.predict import model_payload, tag_sentences
 from tagger.scorer import TagScore
@@ -103,6 +110,7 @@ def train_tagger(config_overrides, train_sentences, dev_sentences, options, out,
                  device=torch.device("cpu"), resume=False, progress=True, log=print):
     """Train; after each epoch tag dev, keep the best model (mean accuracy of the columns) at
     ``out``; ``out.resume`` holds the training state for ``resume=True``. Returns metrics."""
+    check_dev_tags(dev_sentences, config_overrides["columns"])
     seed_everything(options.seed)
     state = load_checkpoint(resume_path(out)) if resume and resume_path(out).exists() else None
     vocabs, config = _prepare(config_overrides, train_sentences, state, options.min_word_freq)

@@ -138,6 +138,27 @@ def test_cli_evaluate_refuses_a_gold_file_without_heads(tmp_path):
         assert "uas" not in result.output
 
 
+def test_cli_train_refuses_unparsed_training_or_dev_files_before_training(tmp_path):
+    treebank = write_treebank(tmp_path / "parsed.conllu")
+    unparsed = tmp_path / "unparsed.conllu"
+    unparsed.write_text(conllu_text(SENTENCES).replace("\t3\tnsubj\t", "\t_\t_\t"))
+    no_heads = tmp_path / "no_heads.conllu"
+    no_heads.write_text("\n".join(
+        "\t".join(cols[:6] + ["_", "_"] + cols[8:]) if len(cols) == 10 else line
+        for line in conllu_text(SENTENCES).splitlines() for cols in [line.split("\t")]) + "\n")
+    runner = CliRunner()
+    common = ["--epochs", "1", "--hidden", "8", "--device", "cpu", "--quiet",
+              "--out", str(tmp_path / "m.pt")]
+    result = runner.invoke(main, ["train", "--train", str(treebank), "--dev", str(unparsed),
+                                  *common])
+    assert result.exit_code == 1
+    assert f"{unparsed}:1: a dev sentence without a head for word 2" in result.output
+    result = runner.invoke(main, ["train", "--train", str(no_heads), "--dev", str(treebank),
+                                  *common])
+    assert result.exit_code == 1 and "no training sentence has its heads" in result.output
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_cli_names_a_model_file_that_is_not_a_parser(tmp_path):
     from tagger.cli import DEFAULT_MODEL as TAGGER_MODEL
 

@@ -85,6 +85,19 @@ def train_small(tmp_path, extra=(), repeat=10, epochs="15"):
     return treebank, model_path, json.loads((tmp_path / "train.json").read_text())
 
 
+def test_cli_train_refuses_a_dev_set_without_tags_before_training(tmp_path):
+    treebank = tmp_path / "train.conllu"
+    treebank.write_text(conllu_text(SENTENCES))
+    untagged = tmp_path / "dev.txt"
+    untagged.write_text("The dog barks .\n")
+    result = CliRunner().invoke(main, [
+        "train", "--train", str(treebank), "--dev", str(untagged), "--epochs", "1", "--hidden",
+        "8", "--device", "cpu", "--quiet", "--out", str(tmp_path / "m.pt")])
+    assert result.exit_code == 1
+    assert f"{untagged}: no dev word has a UPOS tag" in result.output
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_cli_evaluate_refuses_a_gold_file_without_tags(tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("The dog barks .\n")
