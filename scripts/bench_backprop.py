@@ -107,21 +107,29 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def backward_seconds(layer, inputs, grad_output, device):
-    """Seconds of the backward alone of ``layer(inputs)`` (its first element for an LSTM's
-    ``(output, state)``), with ``grad_output`` (None: ones); the forward runs first, untimed."""
-    inputs.grad = None
-    layer.zero_grad(set_to_none=True)
+def forward_for_backward(layer, inputs, grad_output):
+    """``(output, grad_output)`` of ``layer(inputs)``: its first element for an LSTM's
+    ``(output, state)``, and ones where ``grad_output`` is None."""
     output = layer(inputs)
     if isinstance(output, tuple):
         output = output[0]
-    if grad_output is None:
-        grad_output = torch.ones_like(output)
+    return output, torch.ones_like(output) if grad_output is None else grad_output
+
+
+def timed_backward(output, grad_output, device, retain_graph=False):
     synchronize(device)
     start = time.perf_counter()
-    output.backward(grad_output)
+    output.backward(grad_output, retain_graph=retain_graph)
     synchronize(device)
     return time.perf_counter() - start
+
+
+def backward_seconds(layer, inputs, grad_output, device):
+    """Seconds of the backward alone of ``layer(inputs)`` (see :func:`forward_for_backward`);
+    the forward runs first, untimed."""
+    inputs.grad = None
+    layer.zero_grad(set_to_none=True)
+    return timed_backward(*forward_for_backward(layer, inputs, grad_output), device)
 
 
 class RepeatedBackward:
@@ -136,19 +144,10 @@ class RepeatedBackward:
 
     def __call__(self, layer, inputs, grad_output, device):
         if layer not in self.graphs:
-            output = layer(inputs)
-            if isinstance(output, tuple):
-                output = output[0]
-            self.graphs[layer] = (output, torch.ones_like(output) if grad_output is None
-                                  else grad_output)
-        output, grad = self.graphs[layer]
+            self.graphs[layer] = forward_for_backward(layer, inputs, grad_output)
         inputs.grad = None
         layer.zero_grad(set_to_none=True)
-        synchronize(device)
-        start = time.perf_counter()
-        output.backward(grad, retain_graph=True)
-        synchronize(device)
-        return time.perf_counter() - start
+        return timed_backward(*self.graphs[layer], device, retain_graph=True)
 
 
 def time_backwards(layers, inputs, grad_output, device, repeats, warmup, seconds, rounds,
