@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from meprop import kernels
+from meprop.kernels.paths import Shape
 from meprop.selection import (
     check_k,
     check_mode,
@@ -289,7 +290,7 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
         return F.linear(input, weight, bias)
     # A 2-D input is used as it is: a reshape would add a view node to the graph per call.
     flat_input = input if input.dim() == 2 else input.reshape(-1, input.shape[-1])
-    compiled = _compiled(flat_input, weight, bias, selection)
+    compiled = _compiled(flat_input, weight, bias, selection, k, mode)
     if compiled is not None:
         buffer = nonzero = None
         if grad_buffer is not None and weight.requires_grad and not has_grad_hooks(weight):
@@ -304,6 +305,7 @@ def linear(input, weight, bias=None, k=None, mode="per_example", selection="topk
     return output if input.dim() == 2 else output.reshape(*input.shape[:-1], out_features)
 
 
-def _compiled(input, weight, bias, selection):
+def _compiled(input, weight, bias, selection, k, mode):
     """The compiled module when its linear layer can take this call (``kernels.for_layer``)."""
-    return kernels.for_layer(selection, input, weight, bias)
+    shape = Shape("linear", mode, input.shape[0], weight.shape[0], k)
+    return kernels.for_layer(selection, input, weight, bias, shape=shape)

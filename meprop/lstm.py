@@ -34,6 +34,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from meprop import kernels
 from meprop.functional import has_grad_hooks, sparse_weight_grad
+from meprop.kernels.paths import Shape
 from meprop.selection import gate_indices
 
 N_GATES = 4
@@ -319,7 +320,7 @@ def lstm_forward(module, input, hx=None):
         buffers = None if module._grad_buffers is None else (
             module._grad_buffers[first:first + directions])
         records = module._part_records[first:first + directions]
-        kernel = _compiled(module, layer_input, params)
+        kernel = _compiled(module, layer_input, params, batch)
         if kernel is not None:
             layer_input, *states = kernel.lstm_layer(
                 layer_input, params, batch_sizes, min(module.k, module.hidden_size),
@@ -343,10 +344,14 @@ def lstm_forward(module, input, hx=None):
     return restore(layer_input), (h_n, c_n)
 
 
-def _compiled(module, data, params):
+def _compiled(module, data, params, batch):
     """The compiled module when its LSTM layer can take this one: sparse (k given), and what
-    ``kernels.for_layer`` asks."""
-    return kernels.for_layer(module.selection, data, *params) if module.k else None
+    ``kernels.for_layer`` asks (``batch``: the sequences, the most rows a step has)."""
+    if not module.k:
+        return None
+    shape = Shape("lstm", module.meprop_mode, int(batch), module.hidden_size,
+                  min(module.k, module.hidden_size))
+    return kernels.for_layer(module.selection, data, *params, shape=shape)
 
 
 def _buffer_tensors(buffers, params):

@@ -20,7 +20,15 @@ whole backward at the paper's GPU shape. The replayed gradients are checked agai
 backward before timing.
 
 On the CPU meProp runs its compiled kernels (``meprop.kernels``) when they build;
-``--no-kernels`` times the pure-PyTorch reference path instead.
+``--no-kernels`` times the pure-PyTorch reference path instead, and ``--compare-reference``
+prints the reference path's row under each row of the compiled layers. ``--level`` builds and
+times the kernels for an instruction-set level (``MEPROP_CPU_ARCH``: native, x86-64-v4,
+x86-64-v3, x86-64-v2); with ``--emulate-isa`` PyTorch's own kernels and MKL are held to the same
+level (``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``, ``ONEDNN_MAX_CPU_ISA``), so that
+dense and the reference path run as they would on a CPU of that level, e.g. AVX2 on an
+AVX-512 machine. The header names the CPU, the level and PyTorch's CPU capability.
+
+    python scripts/bench_backprop.py --level x86-64-v3 --emulate-isa --compare-reference
 
 PyTorch's CPU allocator hands every large gradient fresh pages from the OS, and the page faults
 cost tens of milliseconds at the parser shape for dense and meProp alike. The script turns on
@@ -29,6 +37,7 @@ a training process can too; ``--no-thp`` measures without it.
 """
 
 import argparse
+import datetime
 import os
 import platform
 import statistics
@@ -46,6 +55,15 @@ def parse_args():
     parser.add_argument("--no-kernels", action="store_true",
                         help="time meProp's pure-PyTorch path, not the compiled CPU kernels")
     parser.add_argument("--quick", action="store_true", help="smallest shapes only (for tests)")
+    parser.add_argument("--level", default=None,
+                        help="build and time the kernels for this instruction-set level "
+                        "(sets MEPROP_CPU_ARCH: native, x86-64-v4, x86-64-v3, x86-64-v2)")
+    parser.add_argument("--emulate-isa", action="store_true",
+                        help="hold PyTorch's and MKL's own kernels to --level too, so dense and "
+                        "the reference path run as on a CPU of that level")
+    parser.add_argument("--compare-reference", action="store_true",
+                        help="under each layer's row, the same layers on meProp's pure-PyTorch "
+                        "path (the reference the compiled kernels replace)")
     parser.add_argument("--persistent-grad", action="store_true",
                         help="meProp layers keep one weight gradient and rewrite only the rows "
                         "they touch (meprop.Linear(persistent_grad=True))")
@@ -77,6 +95,21 @@ SPARSE_UPDATE = ARGS is not None and ARGS.sparse_update
 PERSISTENT_GRAD = ARGS is not None and (ARGS.persistent_grad or SPARSE_UPDATE)
 if ARGS is not None and ARGS.no_kernels:
     os.environ["MEPROP_KERNELS"] = "0"
+if ARGS is not None and ARGS.level:
+    os.environ["MEPROP_CPU_ARCH"] = ARGS.level
+
+# What PyTorch (ATen), MKL and oneDNN are held to for each level with --emulate-isa.
+EMULATED_ISA = {
+    "x86-64-v4": ("avx512", "AVX512", "AVX512_CORE"),
+    "x86-64-v3": ("avx2", "AVX2", "AVX2"),
+    "x86-64-v2": ("default", "SSE4_2", "SSE41"),
+}
+if ARGS is not None and ARGS.emulate_isa:
+    if ARGS.level not in EMULATED_ISA:
+        sys.exit(f"--emulate-isa needs --level, one of {', '.join(EMULATED_ISA)}")
+    aten, mkl, onednn = EMULATED_ISA[ARGS.level]
+    os.environ.update(ATEN_CPU_CAPABILITY=aten, MKL_ENABLE_INSTRUCTIONS=mkl,
+                      ONEDNN_MAX_CPU_ISA=onednn)
 
 import torch  # noqa: E402  (after the allocator setting above)
 
@@ -218,8 +251,30 @@ def time_graphed_backward(layer, inputs, grad_output, device, repeats, warmup):
     return statistics.median(times)
 
 
+class OnReference(torch.nn.Module):
+    """A meProp layer run on its pure-PyTorch path (the layers choose the path in the forward,
+    so the backward of this forward is the reference one)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, inputs):
+        with kernels.disabled():
+            return self.layer(inputs)
+
+
+def with_reference(layers, compare):
+    """``layers`` plus, where ``compare``, each meProp layer again on the reference path as
+    ``reference <mode>``."""
+    if not compare:
+        return layers
+    return layers + [(f"reference {label}", OnReference(layer))
+                     for label, layer in layers if label != "dense"]
+
+
 def bench_case(n_in, n_out, batch, k, device, repeats, warmup, graphed=False, seconds=0.0,
-               rounds=1):
+               rounds=1, compare=False):
     torch.manual_seed(0)
     inputs = torch.randn(batch, n_in, device=device, requires_grad=True)
     grad_output = torch.randn(batch, n_out, device=device)
@@ -230,6 +285,7 @@ def bench_case(n_in, n_out, batch, k, device, repeats, warmup, graphed=False, se
                               persistent_grad=PERSISTENT_GRAD)
         layer.load_state_dict(dense.state_dict())
         layers.append((mode, layer))
+    layers = with_reference(layers, compare)
     if graphed:
         return {label: time_graphed_backward(layer, inputs, grad_output, device, repeats, warmup)
                 for label, layer in layers}
@@ -242,7 +298,7 @@ LSTM_CASES = [("POS BiLSTM", 190, 500, 25, 5)]
 
 
 def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup, seconds=0.0, rounds=1,
-                    timer=backward_seconds):
+                    timer=backward_seconds, compare=False):
     torch.manual_seed(0)
     inputs = torch.randn(length, 1, n_in, device=device, requires_grad=True)
     dense = torch.nn.LSTM(n_in, hidden, bidirectional=True, device=device)
@@ -252,6 +308,7 @@ def bench_lstm_case(n_in, hidden, length, k, device, repeats, warmup, seconds=0.
                             persistent_grad=PERSISTENT_GRAD)
         layer.load_state_dict(dense.state_dict())
         layers.append((mode, layer))
+    layers = with_reference(layers, compare)
     return time_backwards(layers, inputs, None, device, repeats, warmup, seconds, rounds, timer)
 
 
@@ -301,11 +358,17 @@ def bench_overhead(device, repeats, warmup, cases, mode="per_example", seconds=0
 
 
 def print_row(name, shape, batch, k, times):
+    """The layer's row, and the reference path's under it where it was timed."""
     ms = {key: value * 1e3 for key, value in times.items()}
     print(f"| {name} | {shape} | {batch} | {k} | {ms['dense']:.3f} | "
           f"{ms['per_example']:.3f} | {ms['unified']:.3f} | "
           f"{times['dense'] / times['per_example']:.2f} | "
           f"{times['dense'] / times['unified']:.2f} |")
+    if "reference unified" in times:
+        print(f"| {name}, PyTorch path | {shape} | {batch} | {k} | {ms['dense']:.3f} | "
+              f"{ms['reference per_example']:.3f} | {ms['reference unified']:.3f} | "
+              f"{times['dense'] / times['reference per_example']:.2f} | "
+              f"{times['dense'] / times['reference unified']:.2f} |")
     sys.stdout.flush()
 
 
@@ -393,6 +456,8 @@ def main(args):
     if args.cuda_graph and device.type != "cuda":
         sys.exit("--cuda-graph needs --device cuda")
     cases = CASES[2:4] if args.quick else CASES
+    # The reference rows need the compiled layers to compare with.
+    compare = args.compare_reference and device.type == "cpu" and not args.no_kernels
     if args.gpu_paper:
         cases = GPU_PAPER_CASES
     print(f"# meProp backward benchmark: torch {torch.__version__}, device {device}, "
@@ -405,6 +470,14 @@ def main(args):
     if device.type == "cuda":
         print(f"# {torch.cuda.get_device_name(device)}, TF32 matmul "
               f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}")
+    compiled = device.type == "cpu" and kernels.cpu() is not None
+    level = kernels.level()
+    print(f"# CPU: {kernels.cpu_model()}; kernels built for {level}"
+          f"{f' ({kernels.native_level()})' if level == 'native' else ''}"
+          f"{'' if compiled else ' (not in use)'}; PyTorch's CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}"
+          f"{'; MKL held to ' + os.environ['MKL_ENABLE_INSTRUCTIONS'] if ARGS.emulate_isa else ''}"
+          f"; {datetime.date.today()}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}; median of at least {args.repeats} calls and "
           f"{args.layer_seconds:g} s per layer, in {args.rounds} rounds of turns, each block "
@@ -417,7 +490,7 @@ def main(args):
     print("|---|---|---|---|---|---|---|---|---|")
     for name, n_in, n_out, batch, k in cases:
         times = bench_case(n_in, n_out, batch, k, device, args.repeats, args.warmup,
-                           args.cuda_graph, args.layer_seconds, args.rounds)
+                           args.cuda_graph, args.layer_seconds, args.rounds, compare)
         print_row(name, f"{n_in}->{n_out}", batch, k, times)
     if args.cuda_graph:
         return  # the LSTM, the overhead and the whole steps are timed without graphs
@@ -428,7 +501,7 @@ def main(args):
         return
     for name, n_in, hidden, length, k in LSTM_CASES:
         times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup,
-                                args.layer_seconds, args.rounds)
+                                args.layer_seconds, args.rounds, compare=compare)
         print_row(name, f"{n_in}->{hidden} x2, {length} words", 1, k, times)
         times = bench_lstm_case(n_in, hidden, length, k, device, args.repeats, args.warmup,
                                 args.layer_seconds, args.rounds, RepeatedBackward())

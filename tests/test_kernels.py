@@ -3,6 +3,7 @@
 import ast
 import contextlib
 import fnmatch
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,31 @@ from meprop.functional import linear
 
 HAVE_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
 needs_kernels = pytest.mark.skipif(kernels.cpu() is None, reason="compiled kernels unavailable")
+
+
+def levels_under_test():
+    """The instruction-set levels this module's tests run at: ``MEPROP_TEST_LEVELS`` (a comma
+    list, or ``all``: every level this CPU runs), else the build the layers use
+    (``MEPROP_CPU_ARCH``, default native) and x86-64-v3 (AVX2, the level most users' CPUs have)
+    where this CPU runs it. Each level is a build of its own, compiled once and cached."""
+    setting = os.environ.get("MEPROP_TEST_LEVELS", "").strip()
+    if setting == "all":
+        return list(kernels.supported_levels())
+    if setting:
+        return [name.strip() for name in setting.split(",") if name.strip()]
+    levels = [kernels.level()]
+    if "x86-64-v3" in kernels.supported_levels() and "x86-64-v3" not in levels:
+        levels.append("x86-64-v3")
+    return levels
+
+
+@pytest.fixture(autouse=True, scope="module", params=levels_under_test())
+def level(request):
+    """Every test here runs once per tested level, the layers using that level's build."""
+    if request.param not in kernels.supported_levels():
+        pytest.skip(f"this CPU does not run {request.param} code")
+    with kernels.using_level(request.param):
+        yield request.param
 
 
 def test_kernels_build_where_a_compiler_exists():
@@ -326,7 +352,7 @@ def test_disabled_block_and_environment_switch_the_kernels_off():
         assert kernels.usable(torch.zeros(2)) is None
     code = "from meprop import kernels; print(kernels.cpu() is None)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**__import__("os").environ, "MEPROP_KERNELS": "0"}, check=True)
+                            env={**os.environ, "MEPROP_KERNELS": "0"}, check=True)
     assert result.stdout.strip() == "True"
 
 

@@ -41,12 +41,19 @@ at::Tensor topk_columns(const at::Tensor& grad, int64_t k) {
   return columns;
 }
 
+// What this build was compiled for: the vector instructions its tiles are sized for
+// (common.h: avx512, avx2, neon or sse), the register width in bytes and their count.
+std::tuple<std::string, int64_t, int64_t> isa() {
+  return {MEPROP_ISA, kVectorBytes, kRegisters};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "meProp's backward on the CPU, compiled (see meprop/kernels/cpu.cpp)";
   module.def("linear", &linear);
   module.def("topk_columns", &topk_columns);
+  module.def("isa", &isa);
   module.def("lstm_layer", &lstm_layer);
   module.def("lstm_forward_directions", &lstm_forward_directions);
   module.def("touched_rows_adam", &touched_rows_adam);

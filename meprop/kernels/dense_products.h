@@ -25,7 +25,7 @@ struct DenseRows {
 // addend[r][..] (rows dim apart, like out) where addend is given. ``table``: DenseRows, or
 // RowPointers (unified's input gradient reads its k rows of the weight where they are).
 template <typename T, int R, int V, bool Stream, typename Rows>
-inline void kept_product_tile(const T* kept, int64_t stride, int64_t k, Rows table,
+__attribute__((noinline)) void kept_product_tile(const T* kept, int64_t stride, int64_t k, Rows table,
                               int64_t dim, int64_t c0, T* out, const T* addend = nullptr) {
   constexpr int64_t L = WideVector<T>::lanes;
   Wide<T> acc[R][V] = {};
@@ -38,7 +38,7 @@ inline void kept_product_tile(const T* kept, int64_t stride, int64_t k, Rows tab
     for (int v = 0; v < V; ++v) row[v] = load_wide(table[j] + c0 + v * L);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const Wide<T> weight = Wide<T>{} + kept[r * stride + j];
+      const Wide<T> weight = splat<T>(kept[r * stride + j]);
 #pragma GCC unroll 8
       for (int v = 0; v < V; ++v) acc[r][v] += weight * row[v];
     }
@@ -52,10 +52,10 @@ inline void kept_product_tile(const T* kept, int64_t stride, int64_t k, Rows tab
 template <typename T, int R, bool Stream, typename Rows>
 void kept_product_rows(const T* kept, int64_t stride, int64_t k, Rows table, int64_t dim,
                        T* out) {
-  constexpr int64_t L = WideVector<T>::lanes;
+  constexpr int64_t L = WideVector<T>::lanes, V = kTiles.kept_vectors;
   int64_t c = 0;
-  for (; c + 4 * L <= dim; c += 4 * L)
-    kept_product_tile<T, R, 4, Stream>(kept, stride, k, table, dim, c, out);
+  for (; c + V * L <= dim; c += V * L)
+    kept_product_tile<T, R, V, Stream>(kept, stride, k, table, dim, c, out);
   for (; c + L <= dim; c += L)
     kept_product_tile<T, R, 1, Stream>(kept, stride, k, table, dim, c, out);
   for (; c < dim; ++c) {
@@ -70,26 +70,19 @@ void kept_product_rows(const T* kept, int64_t stride, int64_t k, Rows table, int
 template <typename T, bool Stream, typename Rows>
 void kept_product_blocks(const T* kept, int64_t rows, int64_t stride, int64_t k, Rows table,
                          int64_t dim, T* out) {
-  constexpr int64_t R = 6;  // 6 rows x 4 vectors: 24 accumulators of the 32 registers
+  constexpr int R = kTiles.kept_rows;
   const int64_t blocks = (rows + R - 1) / R;
   const int64_t grain = grain_for(kTiledParallelWork, R * k * dim);
   at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const T* source = kept + b * R * stride;
       T* target = out + b * R * dim;
-      switch (std::min(R, rows - b * R)) {
-        case 6: kept_product_rows<T, 6, Stream>(source, stride, k, table, dim, target); break;
-        case 5: kept_product_rows<T, 5, Stream>(source, stride, k, table, dim, target); break;
-        case 4: kept_product_rows<T, 4, Stream>(source, stride, k, table, dim, target); break;
-        case 3: kept_product_rows<T, 3, Stream>(source, stride, k, table, dim, target); break;
-        case 2: kept_product_rows<T, 2, Stream>(source, stride, k, table, dim, target); break;
-        default: kept_product_rows<T, 1, Stream>(source, stride, k, table, dim, target); break;
-      }
+      with_rows<R>(std::min<int64_t>(R, rows - b * R), [&](auto count) {
+        kept_product_rows<T, count(), Stream>(source, stride, k, table, dim, target);
+      });
     }
   });
-#if defined(__AVX512F__)
-  if constexpr (Stream) _mm_sfence();  // streamed stores are weakly ordered
-#endif
+  if constexpr (Stream) stream_fence();
 }
 
 // out [rows, dim] = kept [rows, k] (rows ``stride`` apart) x table [k, dim].
@@ -109,7 +102,7 @@ void kept_product(const T* kept, int64_t rows, int64_t stride, int64_t k, Rows t
 template <typename T, int R>
 void recurrent_rows(const T* h, int64_t k, const T* table, int64_t dim, const T* addend, T* out,
                     int64_t tile_begin, int64_t tile_end, int64_t tiles) {
-  constexpr int64_t L = WideVector<T>::lanes, V = 3;
+  constexpr int64_t L = WideVector<T>::lanes, V = kTiles.recurrent_vectors;
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     if (tile < tiles) {
       kept_product_tile<T, R, V, false>(h, k, k, DenseRows<T>{table, dim}, dim, tile * V * L,
@@ -160,6 +153,44 @@ inline void transpose_16x16(const float* source, int64_t from, float* out, int64
   }
   for (int j = 0; j < 16; ++j) _mm512_storeu_ps(out + j * to, r[j]);  // r[j]: column j
 }
+#elif defined(__AVX2__)
+// The 8 x 8 floats at source (rows ``from`` apart), transposed into out (rows ``to`` apart):
+// unpacks of 32- and 64-bit pairs, then one round of 128-bit lane permutes.
+inline void transpose_8x8(const float* source, int64_t from, float* out, int64_t to) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(source + i * from);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);      // column j
+    t[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);  // column j + 4
+  }
+  for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + j * to, t[j]);
+}
+#endif
+
+// The float transpose's block: 16 x 16 with AVX-512, 8 x 8 with AVX2, else none (scalar).
+#if defined(__AVX512F__)
+constexpr int64_t kTransposeBlock = 16;
+inline void transpose_block(const float* source, int64_t from, float* out, int64_t to) {
+  transpose_16x16(source, from, out, to);
+}
+#elif defined(__AVX2__)
+constexpr int64_t kTransposeBlock = 8;
+inline void transpose_block(const float* source, int64_t from, float* out, int64_t to) {
+  transpose_8x8(source, from, out, to);
+}
+#else
+constexpr int64_t kTransposeBlock = 0;
+inline void transpose_block(const float*, int64_t, float*, int64_t) {}
 #endif
 
 // out [cols, rows] = source [rows, cols] transposed, split over threads in bands of 16 rows.
@@ -172,13 +203,13 @@ void transpose_into(const T* source, int64_t rows, int64_t cols, T* out) {
     for (int64_t band = begin; band < end; ++band) {
       const int64_t r0 = band * B, r1 = std::min(rows, r0 + B);
       int64_t c0 = 0;
-#if defined(__AVX512F__)
-      if constexpr (std::is_same_v<T, float>) {
+      if constexpr (std::is_same_v<T, float> && kTransposeBlock > 0) {
+        constexpr int64_t S = kTransposeBlock;
         if (r1 - r0 == B)
-          for (; c0 + B <= cols; c0 += B)
-            transpose_16x16(source + r0 * cols + c0, cols, out + c0 * rows + r0, rows);
+          for (; c0 + S <= cols; c0 += S)
+            for (int64_t q = r0; q < r1; q += S)
+              transpose_block(source + q * cols + c0, cols, out + c0 * rows + q, rows);
       }
-#endif
       for (int64_t c = c0; c < cols; ++c)
         for (int64_t r = r0; r < r1; ++r) out[c * rows + r] = source[r * cols + c];
     }
@@ -188,7 +219,8 @@ void transpose_into(const T* source, int64_t rows, int64_t cols, T* out) {
 template <typename T>
 void recurrent_product(const T* h, int64_t rows, int64_t k, const T* table, int64_t dim,
                        const T* addend, T* out) {
-  constexpr int64_t L = WideVector<T>::lanes, V = 3, R = 8;
+  constexpr int64_t L = WideVector<T>::lanes, V = kTiles.recurrent_vectors;
+  constexpr int R = kTiles.recurrent_rows;
   const int64_t tiles = dim / (V * L);
   const int64_t grain = grain_for(kTiledParallelWork, rows * k * V * L);
   at::parallel_for(0, tiles + 1, grain, [&](int64_t begin, int64_t end) {
@@ -196,16 +228,9 @@ void recurrent_product(const T* h, int64_t rows, int64_t k, const T* table, int6
       const T* h_rows = h + r0 * k;
       const T* add = addend + r0 * dim;
       T* target = out + r0 * dim;
-      switch (std::min(R, rows - r0)) {
-        case 8: recurrent_rows<T, 8>(h_rows, k, table, dim, add, target, begin, end, tiles); break;
-        case 7: recurrent_rows<T, 7>(h_rows, k, table, dim, add, target, begin, end, tiles); break;
-        case 6: recurrent_rows<T, 6>(h_rows, k, table, dim, add, target, begin, end, tiles); break;
-        case 5: recurrent_rows<T, 5>(h_rows, k, table, dim, add, target, begin, end, tiles); break;
-        case 4: recurrent_rows<T, 4>(h_rows, k, table, dim, add, target, begin, end, tiles); break;
-        case 3: recurrent_rows<T, 3>(h_rows, k, table, dim, add, target, begin, end, tiles); break;
-        case 2: recurrent_rows<T, 2>(h_rows, k, table, dim, add, target, begin, end, tiles); break;
-        default: recurrent_rows<T, 1>(h_rows, k, table, dim, add, target, begin, end, tiles);
-      }
+      with_rows<R>(std::min<int64_t>(R, rows - r0), [&](auto count) {
+        recurrent_rows<T, count()>(h_rows, k, table, dim, add, target, begin, end, tiles);
+      });
     }
   });
 }
@@ -215,10 +240,10 @@ void recurrent_product(const T* h, int64_t rows, int64_t k, const T* table, int6
 // ``ahead``: rows of ``inputs`` this far on are prefetched into L2 — the tile reads each of
 // its rows in a short piece, too scattered for the hardware prefetcher, and without it the loop
 // waits on memory.
-constexpr int kJ = 5;
+constexpr int kJ = kTiles.transposed_columns;
 
 template <typename T, int V>
-inline void transposed_tile(const T* kept, int64_t kp, int64_t j0, const T* inputs, int64_t dim,
+__attribute__((noinline)) void transposed_tile(const T* kept, int64_t kp, int64_t j0, const T* inputs, int64_t dim,
                             int64_t b0, int64_t b1, int64_t c0, int64_t ahead, int64_t rows,
                             T* const* out) {
   constexpr int64_t L = WideVector<T>::lanes;
@@ -239,7 +264,7 @@ inline void transposed_tile(const T* kept, int64_t kp, int64_t j0, const T* inpu
     }
 #pragma GCC unroll 8
     for (int j = 0; j < kJ; ++j) {
-      const Wide<T> weight = Wide<T>{} + kept[b * kp + j0 + j];
+      const Wide<T> weight = splat<T>(kept[b * kp + j0 + j]);
 #pragma GCC unroll 8
       for (int v = 0; v < V; ++v) acc[j][v] += weight * input[v];
     }
@@ -257,7 +282,7 @@ inline void transposed_tile(const T* kept, int64_t kp, int64_t j0, const T* inpu
 template <typename T>
 void transposed_product(const T* kept, int64_t rows, int64_t kp, const T* inputs, int64_t dim,
                         T* const* out) {
-  constexpr int64_t L = WideVector<T>::lanes, V = 4, kRows = 64;
+  constexpr int64_t L = WideVector<T>::lanes, V = kTiles.transposed_vectors, kRows = 64;
   const int64_t tiles = dim / (V * L);
   const int64_t grain = grain_for(kTiledParallelWork, rows * kp * V * L);
   at::parallel_for(0, tiles + 1, grain, [&](int64_t begin, int64_t end) {

@@ -63,19 +63,42 @@ struct BitLanes<double> {
 };
 #endif
 
+// 32 bytes of magnitude bits (8 int32 or 4 int64 lanes): the filter's unit below AVX-512, in
+// the compiler's vector extensions (two registers at 16 bytes). A comparison gives -1 per lane
+// that holds.
+template <typename T>
+using BitsVector = typename VectorOf<Bits<T>, 32>::type;
+
+// Whether any lane of a comparison's result holds.
+template <typename T>
+inline bool any_lane(BitsVector<T> mask) {
+  uint64_t words[4];
+  std::memcpy(words, &mask, sizeof(words));
+  return (words[0] | words[1] | words[2] | words[3]) != 0;
+}
+
 // How many of bits[0 .. vectors * kPad) are >= probe.
 template <typename T>
 inline int64_t count_at_least(const Bits<T>* bits, int64_t vectors, Bits<T> probe) {
-  int64_t count = 0;
 #if defined(__AVX512F__)
+  int64_t count = 0;
   using Ops = BitLanes<T>;
   const __m512i limit = Ops::broadcast(probe);
   for (int64_t v = 0; v < vectors; ++v)
     count += __builtin_popcount(Ops::at_least(_mm512_loadu_si512(bits + Ops::lanes * v), limit));
   return count;
-#endif
-  for (int64_t i = 0; i < vectors * Scratch<T>::kPad; ++i) count += bits[i] >= probe;
+#else
+  // Per lane, minus the comparisons' -1s; the lanes added once at the end.
+  using V = BitsVector<T>;
+  constexpr int64_t L = 32 / sizeof(T);
+  const V limit = V{} + probe;
+  V below_zero{};
+  for (int64_t i = 0; i < vectors * Scratch<T>::kPad; i += L)
+    below_zero += load_vector<V>(bits + i) >= limit;
+  int64_t count = 0;
+  for (int64_t l = 0; l < L; ++l) count -= below_zero[l];
   return count;
+#endif
 }
 
 // The entries of scores[0 .. n) whose magnitude bits are >= limit, appended to the scratch's
@@ -98,6 +121,22 @@ int64_t gather_candidates(const T* scores, int64_t n, Bits<T> limit, Scratch<T>&
     _mm512_storeu_si512(bits + count, Ops::compress(above, value));
     _mm512_storeu_si512(positions + count, Ops::compress(above, index));
     count += __builtin_popcount(above);
+  }
+#else
+  // Vectors of which no entry passes (most of them: a few times k of n pass) are skipped
+  // after one comparison; the others' entries are appended branch-free.
+  using V = BitsVector<T>;
+  constexpr int64_t L = 32 / sizeof(T);
+  const V mask = V{} + std::numeric_limits<Bits<T>>::max(), bound = V{} + limit;
+  for (; j + L <= n; j += L) {
+    const V value = load_vector<V>(scores + j) & mask;
+    const V above = value >= bound;
+    if (!any_lane<T>(above)) continue;
+    for (int64_t l = 0; l < L; ++l) {
+      bits[count] = value[l];
+      positions[count] = j + l;
+      count += above[l] != 0;
+    }
   }
 #endif
   for (; j < n; ++j) {

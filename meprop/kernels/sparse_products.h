@@ -9,10 +9,11 @@
 
 namespace {
 
-// Register tiles: kTile(T) consecutive columns (512 bytes, 8 AVX-512 registers) are accumulated in
-// registers over all the entries that write them before one store.
+// Register tiles: kTile(T) consecutive columns (kTiles.sum_vectors registers: 512 bytes with
+// AVX-512, 256 with AVX2) are accumulated in registers over all the entries that write them
+// before one store.
 template <typename T>
-constexpr int64_t kTile = 512 / sizeof(T);
+constexpr int64_t kTile = kTiles.sum_vectors * kVectorBytes / sizeof(T);
 
 // The rows summed below, as row pointers (the gather: rows of a table chosen per entry) ...
 template <typename T>
@@ -41,7 +42,7 @@ inline void weighted_sum_tile(Sources sources, const T* weights, int64_t count, 
   if constexpr (Accumulate)
     for (int64_t v = 0; v < V; ++v) acc[v] = load_wide(target + v * L);
   for (int64_t e = 0; e < count; ++e) {
-    const Wide<T> weight = Wide<T>{} + weights[e];
+    const Wide<T> weight = splat<T>(weights[e]);
     const T* source = sources[e] + offset;
 #pragma GCC unroll 16
     for (int64_t v = 0; v < V; ++v) acc[v] += weight * load_wide(source + v * L);
@@ -102,9 +103,7 @@ void gather_rows_sum_blocks(const int64_t* columns, const T* values, int64_t row
       }
     }
   });
-#if defined(__AVX512F__)
-  if constexpr (Stream) _mm_sfence();
-#endif
+  if constexpr (Stream) stream_fence();
 }
 
 // Outputs far larger than the caches are streamed (see store_wide): their lines would
@@ -176,7 +175,7 @@ void scatter_rows_sum(const int64_t* columns, const T* values, int64_t rows, int
   // 256-byte column tiles: a block's rows of one tile (128 KB) and the next pass's rows, being
   // prefetched, stay in L2 beside the tile of the gradient. (Blocks of 512 rows and the
   // prefetch into L1 measured 5-10 % faster than 1,024 rows prefetched into L2 only.)
-  constexpr int64_t W = 256 / sizeof(T), kLines = 256 / 64;
+  constexpr int64_t W = kTiles.scatter_bytes / sizeof(T), kLines = kTiles.scatter_bytes / 64;
   const int64_t tiles = (dim + W - 1) / W;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<char> written(n);
