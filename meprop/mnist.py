@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from meprop.dropout import Dropout
 from meprop.nn import Linear, use_persistent_grad
 from meprop.optim import touched_weights
 from meprop.training import (
@@ -46,7 +47,7 @@ class MLP(nn.Module):
             Linear(n_in, n_out, k=config.k, mode=config.mode, selection=config.selection)
             for n_in, n_out in zip(widths[:-1], widths[1:], strict=True)
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, images):
         """``images [batch, in_features]`` float -> logits ``[batch, classes]``."""

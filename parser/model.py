@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from meprop.dropout import Dropout
 from meprop.nn import Linear
 from parser.features import N_FEATURES, N_LABEL_FEATURES, N_TAG_FEATURES, N_WORD_FEATURES
 
@@ -55,7 +56,7 @@ class ParserModel(nn.Module):
         )
         self.output = Linear(widths[-1], config.n_transitions, k=config.k, mode=config.mode,
                              selection=config.selection)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.activation = ACTIVATIONS[config.activation]
 
     def embed(self, features):

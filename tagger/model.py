@@ -41,7 +41,7 @@ class TaggerModel(nn.Module):
         # The paper sparsifies the LSTM and leaves the tagging output layer dense.
         self.lstm = meprop.LSTM(input_size, config.hidden, bidirectional=True, k=config.k,
                                 mode=config.mode)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = meprop.Dropout(config.dropout)
         self.outputs = nn.ModuleDict(
             {column: nn.Linear(2 * config.hidden, config.tag_sizes[column])
              for column in config.columns})

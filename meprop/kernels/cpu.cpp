@@ -16,9 +16,11 @@
 // gathers and scatters), dense_products.h (unified's and the LSTM forward's register-tiled
 // products), gradient_memory.h (a cache for large gradients), grad_buffer.h (persistent
 // gradients), linear.h and lstm.h (the layers' backward and autograd Functions), rows_update.h
-// (the optimizer on touched rows). They are compiled as one unit, in that order, so that every
+// (the optimizer on touched rows), dropout.h (dropout's mask from a counter-based hash). They
+// are compiled as one unit, in that order, so that every
 // call can be inlined; meprop/kernels/__init__.py hashes them into the build.
 
+#include "dropout.h"
 #include "linear.h"
 #include "lstm.h"
 #include "rows_update.h"
@@ -54,6 +56,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("linear", &linear);
   module.def("topk_columns", &topk_columns);
   module.def("isa", &isa);
+  module.def("dropout", &dropout);
   module.def("lstm_layer", &lstm_layer);
   module.def("lstm_forward_directions", &lstm_forward_directions);
   module.def("touched_rows_adam", &touched_rows_adam);
