@@ -80,7 +80,7 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=5,
                         help="dense and meProp take turns in this many blocks of calls, layers "
                         "and whole steps alike (1 with --layer-seconds 0: one block each, the "
-                        "method before session 11)")
+                        "older method)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="GPU only: time each backward captured in a CUDA graph and replayed")
     parser.add_argument("--gpu-paper", action="store_true",
