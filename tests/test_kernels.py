@@ -369,6 +369,7 @@ def test_failed_build_falls_back_with_a_warning(monkeypatch):
 
     kernels._build.cache_clear()
     monkeypatch.setattr(cpp_extension, "load", broken_load)
+    monkeypatch.setattr(kernels, "_required", False)  # MEPROP_KERNELS unset: warn, fall back
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
