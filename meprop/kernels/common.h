@@ -54,10 +54,11 @@ constexpr int kVectorBytes = 16, kRegisters = 16;
 #endif
 
 // The register tiles' shapes per level: accumulators plus the operands a step loads stay
-// within the registers (products.h's comments give each tile's count).
+// within the registers (the counts beside kTiles below: accumulators + operands, of the
+// level's registers).
 struct Tiles {
-  // kept_product_tile (unified's input gradient; out = kept x table): kRows output rows x
-  // kVectors vectors of accumulators, plus kVectors vectors of a table row and a broadcast.
+  // kept_product_tile (unified's input gradient; out = kept x table): kept_rows output rows x
+  // kept_vectors vectors of accumulators, plus kept_vectors of a table row and a broadcast.
   int kept_rows, kept_vectors;
   // The LSTM forward's recurrent product, the same tile with an addend: rows x vectors.
   int recurrent_rows, recurrent_vectors;

@@ -24,9 +24,13 @@ struct DenseRows {
 // out[r][c0 .. c0 + V lanes) = sum_j kept[r][j] * table[j][..], for R rows at once; plus
 // addend[r][..] (rows dim apart, like out) where addend is given. ``table``: DenseRows, or
 // RowPointers (unified's input gradient reads its k rows of the weight where they are).
+// Not inlined (nor transposed_tile): inlined into the OpenMP lambdas beside their other tile
+// shapes, GCC kept half of the AVX2 accumulators on the stack; a call per tile costs nothing
+// beside its k (or 64-row) loop.
 template <typename T, int R, int V, bool Stream, typename Rows>
-__attribute__((noinline)) void kept_product_tile(const T* kept, int64_t stride, int64_t k, Rows table,
-                              int64_t dim, int64_t c0, T* out, const T* addend = nullptr) {
+__attribute__((noinline)) void kept_product_tile(const T* kept, int64_t stride, int64_t k,
+                                                 Rows table, int64_t dim, int64_t c0, T* out,
+                                                 const T* addend = nullptr) {
   constexpr int64_t L = WideVector<T>::lanes;
   Wide<T> acc[R][V] = {};
   if (addend != nullptr)
@@ -243,9 +247,10 @@ void recurrent_product(const T* h, int64_t rows, int64_t k, const T* table, int6
 constexpr int kJ = kTiles.transposed_columns;
 
 template <typename T, int V>
-__attribute__((noinline)) void transposed_tile(const T* kept, int64_t kp, int64_t j0, const T* inputs, int64_t dim,
-                            int64_t b0, int64_t b1, int64_t c0, int64_t ahead, int64_t rows,
-                            T* const* out) {
+__attribute__((noinline)) void transposed_tile(const T* kept, int64_t kp, int64_t j0,
+                                               const T* inputs, int64_t dim, int64_t b0,
+                                               int64_t b1, int64_t c0, int64_t ahead,
+                                               int64_t rows, T* const* out) {
   constexpr int64_t L = WideVector<T>::lanes;
   Wide<T> acc[kJ][V] = {};
   if (b0 > 0) {
