@@ -31,6 +31,31 @@ def test_bench_backprop_quick_prints_a_row_per_case(extra):
     assert f"persistent grad {'on' if extra else 'off'}" in result.stdout
 
 
+def test_bench_backprop_names_the_level_and_prints_the_reference_under_each_row():
+    from meprop import kernels
+
+    if kernels.cpu() is None:
+        pytest.skip("compiled kernels unavailable")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--repeats", "2", "--warmup", "1", "--threads",
+         "1", "--layer-seconds", "0", "--rounds", "1", "--compare-reference"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    header = next(line for line in result.stdout.splitlines() if line.startswith("# CPU:"))
+    assert kernels.cpu_model() in header and f"kernels built for {kernels.level()}" in header
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    for name in ("MNIST hidden 1", "MNIST hidden 2", "POS BiLSTM"):
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"| {name} |"))
+        assert lines[at + 1].startswith(f"| {name}, PyTorch path |")
+        assert all(float(cell) > 0 for cell in lines[at + 1].strip("|").split("|")[4:])
+
+
+def test_bench_backprop_refuses_to_emulate_without_a_level():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--emulate-isa", "--quick"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "--emulate-isa needs --level" in result.stderr
+
+
 def test_bench_backprop_times_whole_steps_with_sparse_updates():
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--steps-only", "--sparse-update", "--repeats", "1",
