@@ -88,15 +88,15 @@ inline int64_t count_at_least(const Bits<T>* bits, int64_t vectors, Bits<T> prob
     count += __builtin_popcount(Ops::at_least(_mm512_loadu_si512(bits + Ops::lanes * v), limit));
   return count;
 #else
-  // Per lane, minus the comparisons' -1s; the lanes added once at the end.
+  // Per lane, the comparisons' -1s summed (minus the count); the lanes added once at the end.
   using V = BitsVector<T>;
   constexpr int64_t L = 32 / sizeof(T);
   const V limit = V{} + probe;
-  V below_zero{};
+  V negated_counts{};
   for (int64_t i = 0; i < vectors * Scratch<T>::kPad; i += L)
-    below_zero += load_vector<V>(bits + i) >= limit;
+    negated_counts += load_vector<V>(bits + i) >= limit;
   int64_t count = 0;
-  for (int64_t l = 0; l < L; ++l) count -= below_zero[l];
+  for (int64_t l = 0; l < L; ++l) count -= negated_counts[l];
   return count;
 #endif
 }
