@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from meprop.dropout import Dropout
 from meprop.nn import Linear
@@ -60,12 +61,18 @@ class ParserModel(nn.Module):
         self.activation = ACTIVATIONS[config.activation]
 
     def embed(self, features):
-        """``features [batch, 48]`` -> concatenated embeddings ``[batch, 48 * dim]``."""
-        words, tags, labels = features.split(
-            [N_WORD_FEATURES, N_TAG_FEATURES, N_LABEL_FEATURES], dim=1)
-        embedded = torch.cat([self.word_embedding(words), self.tag_embedding(tags),
-                              self.label_embedding(labels)], dim=1)
-        return embedded.reshape(len(features), -1)
+        """``features [batch, 48]`` -> concatenated embeddings ``[batch, 48 * dim]``.
+
+        One lookup in the three tables stacked (each feature's id offset to its table's rows):
+        three lookups and a concatenation of their [batch, 48 * dim] result, then three
+        embedding backwards, took twice as long at the training batch of 10,000, for dense and
+        meProp alike. The tables stay separate parameters (checkpoints are unchanged)."""
+        offsets = features.new_tensor(
+            [0] * N_WORD_FEATURES + [self.config.n_words] * N_TAG_FEATURES
+            + [self.config.n_words + self.config.n_tags] * N_LABEL_FEATURES)
+        table = torch.cat([self.word_embedding.weight, self.tag_embedding.weight,
+                           self.label_embedding.weight])
+        return F.embedding(features + offsets, table).reshape(len(features), -1)
 
     def forward(self, features):
         """``features [batch, 48]`` int64 -> transition scores ``[batch, n_transitions]``."""
