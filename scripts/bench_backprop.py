@@ -44,6 +44,8 @@ import statistics
 import sys
 import time
 
+from isa_emulation import emulate
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -98,18 +100,8 @@ if ARGS is not None and ARGS.no_kernels:
 if ARGS is not None and ARGS.level:
     os.environ["MEPROP_CPU_ARCH"] = ARGS.level
 
-# What PyTorch (ATen), MKL and oneDNN are held to for each level with --emulate-isa.
-EMULATED_ISA = {
-    "x86-64-v4": ("avx512", "AVX512", "AVX512_CORE"),
-    "x86-64-v3": ("avx2", "AVX2", "AVX2"),
-    "x86-64-v2": ("default", "SSE4_2", "SSE41"),
-}
 if ARGS is not None and ARGS.emulate_isa:
-    if ARGS.level not in EMULATED_ISA:
-        sys.exit(f"--emulate-isa needs --level, one of {', '.join(EMULATED_ISA)}")
-    aten, mkl, onednn = EMULATED_ISA[ARGS.level]
-    os.environ.update(ATEN_CPU_CAPABILITY=aten, MKL_ENABLE_INSTRUCTIONS=mkl,
-                      ONEDNN_MAX_CPU_ISA=onednn)
+    emulate(ARGS.level)
 
 import torch  # noqa: E402  (after the allocator setting above)
 

@@ -16,11 +16,7 @@ import statistics
 import sys
 import time
 
-ISA = {  # what ATen, MKL and oneDNN are held to for a level (as bench_backprop.py)
-    "x86-64-v4": ("avx512", "AVX512", "AVX512_CORE"),
-    "x86-64-v3": ("avx2", "AVX2", "AVX2"),
-    "x86-64-v2": ("default", "SSE4_2", "SSE41"),
-}
+from isa_emulation import emulate
 
 
 def parse_args():
@@ -39,11 +35,7 @@ if ARGS is not None:
     os.environ["MEPROP_CPU_ARCH"] = ARGS.level
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     if ARGS.emulate_isa:
-        if ARGS.level not in ISA:
-            sys.exit(f"--emulate-isa needs --level, one of {', '.join(ISA)}")
-        aten, mkl, onednn = ISA[ARGS.level]
-        os.environ.update(ATEN_CPU_CAPABILITY=aten, MKL_ENABLE_INSTRUCTIONS=mkl,
-                          ONEDNN_MAX_CPU_ISA=onednn)
+        emulate(ARGS.level)
 
 import torch  # noqa: E402
 

@@ -199,10 +199,13 @@ def usable(tensor, *others):
     for other in others:
         if other.dtype != dtype:
             return None
-    return _build(_level_override or level())
+    return _build(active_level())
 
 
 _paths_ignored = False  # set by ignoring_paths()
+
+
+_isas = {}  # build -> its instruction set, asked once (the forward asks per call)
 
 
 def isa(module):
@@ -210,9 +213,6 @@ def isa(module):
     if module not in _isas:
         _isas[module] = module.isa()[0]
     return _isas[module]
-
-
-_isas = {}
 
 
 def for_layer(selection, *tensors, shape=None):
